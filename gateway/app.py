@@ -1,0 +1,142 @@
+"""The gateway's ASGI app (``uvicorn --factory gateway.app:create_app``).
+
+Requests under a service's prefixes pass through the admission chain (today: the per-client
+rate limit; the identity and audit issues add token verification and the graded-protection
+policy as further links) and are then forwarded by :class:`gateway.proxy.ServiceProxy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.routing import Route
+
+from gateway.breaker import CircuitBreaker
+from gateway.proxy import Admission, ServiceProxy, Upstream
+from gateway.ratelimit import RateLimiter
+from gateway.settings import GatewaySettings
+from services.kit import topology
+from services.kit.app import app_runtime, create_service_app
+from services.kit.errors import Problem
+
+HEALTH_PROBE_TIMEOUT = 1.0
+
+
+@dataclass
+class GatewayState:
+    upstreams: dict[str, Upstream]
+    limiter: RateLimiter
+    max_body_bytes: int
+    idempotent_attempts: int
+    admissions: list[Admission] = field(default_factory=list)
+
+
+def client_key(request: Request) -> str:
+    """Who is calling, for the rate limit: the bearer credential if any, else the peer address.
+
+    Hashed, because credentials never go to Redis or logs in clear.
+    """
+    credential = request.headers.get("authorization")
+    if credential:
+        return "cred:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
+    return "ip:" + (request.client.host if request.client else "unknown")
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    async def start(app: FastAPI) -> None:
+        redis = app.state.runtime.redis
+        limiter = RateLimiter(
+            redis, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+        )
+
+        async def rate_limit(request: Request) -> None:
+            decision = await limiter.check(client_key(request))
+            if not decision.allowed:
+                raise Problem(
+                    429,
+                    f"rate limit of {settings.rate_limit_per_second:g} requests/s exceeded; "
+                    f"retry after {decision.retry_after_seconds} s",
+                    headers={"Retry-After": str(decision.retry_after_seconds)},
+                )
+
+        app.state.gateway = GatewayState(
+            upstreams={
+                spec.name: Upstream(
+                    spec,
+                    settings.upstreams[spec.name],
+                    connect_timeout=settings.connect_timeout,
+                    breaker=CircuitBreaker(
+                        failures=settings.breaker_failures,
+                        open_seconds=settings.breaker_open_seconds,
+                    ),
+                )
+                for spec in topology.SERVICES
+            },
+            limiter=limiter,
+            max_body_bytes=settings.max_body_bytes,
+            idempotent_attempts=settings.idempotent_attempts,
+            admissions=[rate_limit],
+        )
+
+    async def stop(app: FastAPI) -> None:
+        state: GatewayState | None = getattr(app.state, "gateway", None)
+        if state is not None:
+            await asyncio.gather(*(u.client.aclose() for u in state.upstreams.values()))
+
+    app = create_service_app(
+        settings=settings,
+        title="onecard gateway",
+        description="The one public entry point of the onecard platform.",
+        migrations_dir=None,
+        on_startup=start,
+        on_shutdown=stop,
+        healthz=gateway_health,
+        redis_required=False,
+    )
+    # Raw ASGI routes: forwarding skips FastAPI's dependency machinery, which it does not need.
+    for spec in topology.SERVICES:
+        proxy = ServiceProxy(spec)
+        for prefix in spec.prefixes:
+            app.router.routes.append(Route(prefix, proxy, include_in_schema=False))
+            app.router.routes.append(Route(prefix + "/{path:path}", proxy, include_in_schema=False))
+    return app
+
+
+async def gateway_health(request: Request) -> dict[str, Any]:
+    """The gateway is alive; each service's state as the gateway sees it right now."""
+    state: GatewayState = request.app.state.gateway
+
+    async def probe(upstream: Upstream) -> dict[str, Any]:
+        report: dict[str, Any] = {"url": upstream.base_url, "circuit": str(upstream.breaker.state)}
+        try:
+            response = await upstream.client.get("/healthz", timeout=HEALTH_PROBE_TIMEOUT)
+            report["status"] = (
+                "up" if response.status_code == 200 else f"http {response.status_code}"
+            )
+        except httpx.HTTPError as exc:
+            report["status"] = f"down ({type(exc).__name__})"
+        return report
+
+    names = list(state.upstreams)
+    reports = await asyncio.gather(*(probe(state.upstreams[n]) for n in names))
+    services = dict(zip(names, reports, strict=True))
+    redis_ok = True
+    try:
+        await asyncio.wait_for(app_runtime(request).redis.ping(), HEALTH_PROBE_TIMEOUT)
+    except Exception:  # any Redis failure only degrades the gateway
+        redis_ok = False
+    degraded = not redis_ok or any(r["status"] != "up" for r in reports)
+    return {
+        "status": "degraded" if degraded else "ok",
+        "service": "gateway",
+        "redis": "up" if redis_ok else "down (rate limits not enforced)",
+        "services": services,
+    }

@@ -1,0 +1,43 @@
+"""Settings of the gateway (environment variables ``ONECARD_*``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+
+from services.kit import topology
+from services.kit.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    service: ClassVar[str] = "gateway"
+
+    port: int = topology.DEFAULT_GATEWAY_PORT
+    # Base URL of each service by topology name; unset ones follow the gateway's port
+    # (identity on port+1, health on port+2, ...), the layout ``onecard up`` starts.
+    upstreams: dict[str, str] = Field(default_factory=dict)
+    # Largest request body forwarded (a whole Synthea patient bundle fits with room to spare).
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Per client: a sustained rate and a burst, enforced with GCRA in Redis.
+    rate_limit_per_second: float = 100.0
+    rate_limit_burst: int = 200
+    connect_timeout: float = 1.0
+    # Consecutive transport failures that open a service's circuit, and how long it stays open.
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 2.0
+    # Attempts for idempotent requests whose connection failed (RFC 9110 section 9.2.2).
+    idempotent_attempts: int = 2
+
+    @model_validator(mode="after")
+    def _default_upstreams(self) -> GatewaySettings:
+        base = self.port or topology.DEFAULT_GATEWAY_PORT
+        merged = {
+            spec.name: f"http://127.0.0.1:{base + spec.port_offset}" for spec in topology.SERVICES
+        }
+        merged.update({k: v.rstrip("/") for k, v in self.upstreams.items()})
+        unknown = set(merged) - {spec.name for spec in topology.SERVICES}
+        if unknown:
+            raise ValueError(f"ONECARD_UPSTREAMS names unknown services: {sorted(unknown)}")
+        object.__setattr__(self, "upstreams", merged)
+        return self

@@ -1,0 +1,1 @@
+"""Health record store: FHIR R4 electronic health record store."""

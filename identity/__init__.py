@@ -1,0 +1,1 @@
+"""Identity: Citizens, the card PKI and card lifecycle, terminals and tokens."""

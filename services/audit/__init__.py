@@ -1,0 +1,1 @@
+"""Audit ledger: Tamper-evident ledger of every access to personal data."""

@@ -1,0 +1,189 @@
+"""The app factory every service is built on.
+
+It gives each service the same operational surface: ``/healthz`` (the process is alive),
+``/readyz`` (its database and Redis answer), ``/metrics`` (Prometheus text format), request ids,
+JSON logs, problem+json errors, and at start-up its own database created and migrated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.kit import logging as kit_logging
+from services.kit import redis as kit_redis
+from services.kit.database import Database
+from services.kit.errors import Problem, install_handlers, problem_response
+from services.kit.middleware import RequestContextMiddleware
+from services.kit.migrations import alembic_config, upgrade
+from services.kit.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[FastAPI], Awaitable[None]]
+HealthCheck = Callable[[Request], Awaitable[dict[str, Any]]]
+
+# A readiness probe must answer quickly even when a dependency hangs.
+READY_CHECK_TIMEOUT = 1.5
+
+
+@dataclass
+class Runtime:
+    """What a running service holds: its settings and its connections."""
+
+    settings: ServiceSettings
+    db: Database | None
+    redis: kit_redis.RedisConnection
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings,
+    title: str,
+    description: str = "",
+    migrations_dir: Path | None = None,
+    routers: Sequence[APIRouter] = (),
+    on_startup: Hook | None = None,
+    on_shutdown: Hook | None = None,
+    healthz: HealthCheck | None = None,
+    redis_required: bool = True,
+    public_prefix: str | None = None,
+) -> FastAPI:
+    """Build one service.
+
+    ``migrations_dir`` is None for a service that owns no database. ``healthz`` replaces the
+    plain liveness answer (the gateway reports each service there). With ``redis_required``
+    false, Redis being down makes the service "degraded" but still ready. ``public_prefix``
+    also serves liveness under the service's public path, so it can be checked through the
+    gateway (``/identity/healthz``).
+    """
+    service = settings.service
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        kit_logging.configure(service, settings.log_level)
+        db = None
+        if migrations_dir is not None:
+            db = Database(settings.resolved_database_url())
+            await db.ensure_exists()
+            config = alembic_config(
+                service=service,
+                migrations_dir=migrations_dir,
+                database_url=db.url.render_as_string(hide_password=False),
+            )
+            await asyncio.to_thread(upgrade, config)
+            log.info("database migrated", extra={"database": db.display_url})
+        redis = kit_redis.connect(
+            url=settings.redis_url, var_dir=settings.var_dir, prefix=settings.redis_prefix
+        )
+        app.state.runtime = Runtime(settings=settings, db=db, redis=redis)
+        try:
+            if on_startup is not None:
+                await on_startup(app)
+            log.info("service started", extra={"redis": redis.display_url})
+            yield
+        finally:
+            if on_shutdown is not None:
+                await on_shutdown(app)
+            await redis.close()
+            if db is not None:
+                await db.dispose()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_handlers(app)
+    app.include_router(
+        _operations_router(
+            service, healthz=healthz, redis_required=redis_required, public_prefix=public_prefix
+        )
+    )
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, service=service)
+    return app
+
+
+def _operations_router(
+    service: str, *, healthz: HealthCheck | None, redis_required: bool, public_prefix: str | None
+) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    async def alive(request: Request) -> dict[str, Any]:
+        if healthz is not None:
+            return await healthz(request)
+        return {"status": "ok", "service": service}
+
+    router.add_api_route("/healthz", alive, methods=["GET"], summary="The process is alive")
+    if public_prefix:
+        router.add_api_route(
+            f"{public_prefix}/healthz",
+            alive,
+            methods=["GET"],
+            summary="The process is alive (reachable through the gateway)",
+        )
+
+    @router.get(
+        "/readyz",
+        summary="The service's database and Redis answer",
+        responses={503: {"description": "A dependency does not answer (problem+json)"}},
+    )
+    async def readyz(request: Request) -> Any:
+        runtime: Runtime = app_runtime(request)
+        checks: dict[str, str] = {}
+        if runtime.db is not None:
+            checks["database"] = await _check(runtime.db.ping())
+        checks["redis"] = await _check(runtime.redis.ping())
+        required = {k: v for k, v in checks.items() if k != "redis" or redis_required}
+        if all(v == "ok" for v in required.values()):
+            status = "ready" if checks["redis"] == "ok" else "degraded"
+            return {"status": status, "service": service, "checks": checks}
+        failing = ", ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
+        return problem_response(
+            Problem(503, f"{service} is not ready ({failing})", checks=checks),
+            instance="/readyz",
+        )
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def app_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def _check(probe: Awaitable[Any]) -> str:
+    try:
+        await asyncio.wait_for(probe, READY_CHECK_TIMEOUT)
+    except TimeoutError:
+        return f"no answer within {READY_CHECK_TIMEOUT}s"
+    except Exception as exc:  # any failure of a dependency is a "not ready", with its reason
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return "ok"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onecard")
+    except PackageNotFoundError:
+        return "0.0.0"

@@ -1,0 +1,104 @@
+"""One async SQLAlchemy engine per service: SQLite under var/ by default, PostgreSQL by URL.
+
+Only the request's session dependency commits or rolls back (one request, one unit of work);
+service code flushes, never commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+class Database:
+    """The engine and session factory of one service's own database."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url: URL = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        if self.is_sqlite:
+            # SQLite allows one writer; the busy timeout queues writers instead of failing them.
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = async_sessionmaker(
+            self.engine, class_=AsyncSession, expire_on_commit=False
+        )
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password masked, for logs and /readyz."""
+        return self.url.render_as_string(hide_password=True)
+
+    async def ensure_exists(self) -> None:
+        """Create the database itself (PostgreSQL) or its folder (SQLite) if missing."""
+        if self.is_sqlite:
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            return
+        await create_postgres_database(self.url)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """FastAPI dependency: a session committed when the request succeeds, else rolled back."""
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the single writer; foreign keys are off by default in SQLite.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+async def create_postgres_database(url: URL) -> None:
+    """CREATE DATABASE via the maintenance database, tolerating a concurrent creator."""
+    name = url.database
+    if not name:
+        raise ValueError(
+            f"database URL {url.render_as_string(hide_password=True)} names no database"
+        )
+    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            exists = await conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            )
+            if exists:
+                return
+            quoted = conn.dialect.identifier_preparer.quote(name)
+            try:
+                await conn.execute(text(f"CREATE DATABASE {quoted}"))
+            except (ProgrammingError, DBAPIError) as exc:
+                # 42P04 duplicate_database / 23505 unique_violation: another process won the race.
+                if "already exists" not in str(exc) and "23505" not in str(exc):
+                    raise
+                await asyncio.sleep(0)
+    finally:
+        await admin.dispose()

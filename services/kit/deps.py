@@ -1,0 +1,33 @@
+"""FastAPI dependencies, so routes read like sentences (``session: SessionDep``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.kit.app import Runtime, app_runtime
+from services.kit.redis import RedisConnection
+
+
+def get_runtime(request: Request) -> Runtime:
+    return app_runtime(request)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    db = app_runtime(request).db
+    if db is None:
+        raise RuntimeError("this service owns no database")
+    async for session in db.session():
+        yield session
+
+
+def get_redis(request: Request) -> RedisConnection:
+    return app_runtime(request).redis
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+RedisDep = Annotated[RedisConnection, Depends(get_redis)]

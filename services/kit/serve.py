@@ -1,0 +1,27 @@
+"""Run one service in the foreground: what ``onecard serve NAME`` and the launcher's children do."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.kit import logging as kit_logging
+from services.kit.topology import by_name
+
+
+def serve(name: str, *, host: str, port: int, log_level: str = "INFO") -> None:
+    spec = by_name(name)
+    # Configure JSON logging before uvicorn prints its first line.
+    kit_logging.configure(name, log_level)
+    uvicorn.run(
+        spec.factory,
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,  # the kit's middleware logs each request once, with its request id
+        lifespan="on",
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )

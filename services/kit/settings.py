@@ -1,0 +1,110 @@
+"""Settings shared by every service (12-factor: environment variables with the ONECARD_ prefix).
+
+Each service subclasses :class:`ServiceSettings` and sets ``service`` (its topology name). The
+database URL is resolved per service: ``ONECARD_DATABASE_URL_<SERVICE>`` wins; otherwise one
+shared ``ONECARD_DATABASE_URL`` names a server on which each service gets its own database
+(``<db>_<service>``); otherwise a SQLite file under ``var/`` (the zero-install default).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+# Values that must never protect anything outside a developer's machine.
+PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "changeme", "secret", "password"})
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class ServiceSettings(BaseSettings):
+    """What every onecard process reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ONECARD_", extra="ignore", frozen=True)
+
+    service: ClassVar[str] = "service"
+    # Names of SecretStr fields that must be set to a real value outside development.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    environment: Environment = Environment.DEVELOPMENT
+    var_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    port: int = 0
+    log_level: str = "INFO"
+    database_url: str | None = None
+    redis_url: str | None = None
+    # Namespaces every Redis key, so environments (and parallel test runs) can share a server.
+    redis_prefix: str = "onecard:"
+
+    @model_validator(mode="after")
+    def _check_placeholder_secrets(self) -> ServiceSettings:
+        # After the full-stack-fastapi-template's _check_default_secret: a placeholder secret is
+        # tolerated while developing, refused anywhere else.
+        if self.environment is Environment.DEVELOPMENT:
+            return self
+        for name in self.secret_fields:
+            value = getattr(self, name)
+            raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if raw is None or raw.strip().lower() in PLACEHOLDER_SECRETS:
+                env = f"ONECARD_{name.upper()}"
+                raise ValueError(
+                    f"{env} is unset or a placeholder; set a real secret in {self.environment}"
+                )
+        return self
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL of this service's own database."""
+        own = os.environ.get(f"ONECARD_DATABASE_URL_{self.service.upper()}")
+        if own:
+            return to_async_url(own)
+        if self.database_url:
+            return to_async_url(database_per_service(self.database_url, self.service))
+        return f"sqlite+aiosqlite:///{self.var_dir.resolve() / 'data' / f'{self.service}.db'}"
+
+    def dev_secret(self, name: str) -> SecretStr:
+        """A development secret generated on first use and kept under var/ (never committed)."""
+        path = self.var_dir / "secrets" / name
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return SecretStr(path.read_text().strip())
+        value = secrets.token_urlsafe(32)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        return SecretStr(value)
+
+
+def to_async_url(url: str) -> str:
+    """Pick the asyncio driver for a plain ``postgresql://`` or ``sqlite://`` URL."""
+    parsed = make_url(url)
+    driver = {
+        "postgresql": "postgresql+asyncpg",
+        "postgres": "postgresql+asyncpg",
+        "sqlite": "sqlite+aiosqlite",
+    }.get(parsed.drivername, parsed.drivername)
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def database_per_service(url: str, service: str) -> str:
+    """``postgresql://h/onecard`` -> ``postgresql://h/onecard_identity`` (one DB per service)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        base = Path(parsed.database or "onecard.db")
+        return parsed.set(
+            database=str(base.with_name(f"{base.stem}_{service}{base.suffix}"))
+        ).render_as_string(hide_password=False)
+    return parsed.set(database=f"{parsed.database or 'onecard'}_{service}").render_as_string(
+        hide_password=False
+    )

@@ -1,0 +1,1 @@
+"""Social security: Medical-insurance enrolment, claims and settlement; social-security lookups."""

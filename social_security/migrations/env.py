@@ -1,0 +1,7 @@
+"""Alembic environment of the social_security service: it migrates only its own database."""
+
+from sqlmodel import SQLModel
+
+from services.kit.migrations import run_env
+
+run_env(SQLModel.metadata)
