@@ -11,7 +11,6 @@ so nothing is left orphaned.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -26,10 +25,9 @@ from typing import IO
 import httpx
 
 from services.kit import topology
+from services.kit.process import die_with_parent
 from services.kit.redis import EmbeddedRedis
 from services.kit.topology import ServiceSpec
-
-_PR_SET_PDEATHSIG = 1
 
 
 class LaunchError(RuntimeError):
@@ -49,11 +47,6 @@ class Child:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Launcher:
@@ -129,7 +122,7 @@ class Launcher:
             stdout=child.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - sets a kernel flag only, no locks
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - sets a kernel flag only, no locks
         )
         child.started_at = time.monotonic()
         child.next_restart_at = None

@@ -7,7 +7,6 @@ FHIR R4 operationoutcome.html) registers a renderer for its path prefix with
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -19,8 +18,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from services.kit.context import current_request_id
-
-log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -124,15 +121,7 @@ def install_handlers(app: FastAPI) -> None:
         status, detail = describe_validation_errors(exc.errors())
         return render(request, Problem(status, detail))
 
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        # Logged with the request id so an operator can find it; the caller sees no internals.
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return render(
-            request,
-            Problem(500, "an internal error occurred; quote the request id when reporting it"),
-        )
-
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(Exception, on_unexpected)
+    # Unexpected exceptions are answered by the kit's RequestContextMiddleware (see there).

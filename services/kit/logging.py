@@ -73,9 +73,21 @@ class _OnecardFormatter(JsonFormatter):
         return _redact(log_data)  # type: ignore[no-any-return]
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the call, not at configuration."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure(service: str, level: str = "INFO") -> None:
     """Route every logger (ours, uvicorn's, SQLAlchemy's) through one JSON handler on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_OnecardFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]

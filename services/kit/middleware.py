@@ -7,6 +7,7 @@ import time
 
 from prometheus_client import Counter, Histogram
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.kit.context import (
@@ -15,8 +16,10 @@ from services.kit.context import (
     reset_request_id,
     set_request_id,
 )
+from services.kit.errors import Problem, render
 
 access_log = logging.getLogger("onecard.access")
+log = logging.getLogger(__name__)
 
 REQUESTS = Counter(
     "onecard_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
@@ -52,17 +55,30 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         token = set_request_id(request_id)
         status = 500
+        response_started = False
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Answered here rather than by Starlette's ServerErrorMiddleware, which re-raises
+            # after answering: the caller gets a problem with the request id, the log gets the
+            # traceback once, and nothing about the internals leaves the process.
+            if response_started:
+                raise  # headers already sent: all we can do is abort the connection
+            log.exception("unhandled error", extra={"path": scope["path"]})
+            problem = Problem(
+                500, "an internal error occurred; quote the request id when reporting it"
+            )
+            await render(Request(scope, receive), problem)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -22,6 +22,8 @@ import redis.asyncio as aioredis
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
+from services.kit.process import die_with_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +73,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - sets a kernel flag only
         )
         deadline = time.monotonic() + start_timeout
         while not _answers(self.socket_path):
