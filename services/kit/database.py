@@ -6,14 +6,13 @@ service code flushes, never commits.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -77,6 +76,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return str(code) if code else None
+
+
 async def create_postgres_database(url: URL) -> None:
     """CREATE DATABASE via the maintenance database, tolerating a concurrent creator."""
     name = url.database
@@ -95,10 +99,10 @@ async def create_postgres_database(url: URL) -> None:
             quoted = conn.dialect.identifier_preparer.quote(name)
             try:
                 await conn.execute(text(f"CREATE DATABASE {quoted}"))
-            except (ProgrammingError, DBAPIError) as exc:
-                # 42P04 duplicate_database / 23505 unique_violation: another process won the race.
-                if "already exists" not in str(exc) and "23505" not in str(exc):
+            except DBAPIError as exc:
+                # 42P04 duplicate_database, or 23505 unique_violation on pg_database when both
+                # creators passed the existence check: either way another process won the race.
+                if _sqlstate(exc) not in {"42P04", "23505"}:
                     raise
-                await asyncio.sleep(0)
     finally:
         await admin.dispose()

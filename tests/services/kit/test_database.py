@@ -1,0 +1,64 @@
+"""Each service's database: created on first start, one unit of work per request."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from services.kit.database import Database
+from services.kit.settings import to_async_url
+from tests.conftest import POSTGRES_URL, Backend, _drop_databases
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("backend", ["servers"], indirect=True)
+async def test_concurrent_starts_create_a_postgres_database_once(backend: Backend) -> None:
+    name = f"onecard_race_{uuid.uuid4().hex[:12]}"
+    url = make_url(to_async_url(POSTGRES_URL)).set(database=name)
+    databases = [Database(url.render_as_string(hide_password=False)) for _ in range(4)]
+    try:
+        await asyncio.gather(*(db.ensure_exists() for db in databases))
+        await databases[0].ping()
+    finally:
+        await asyncio.gather(*(db.dispose() for db in databases))
+        await _drop_databases([name])
+
+
+async def test_the_request_session_commits_on_success_and_rolls_back_on_error(
+    backend: Backend, tmp_path: object
+) -> None:
+    if backend.database_url is None:
+        url = f"sqlite+aiosqlite:///{tmp_path}/unit.db"
+    else:
+        url = to_async_url(backend.database_url.rsplit("/", 1)[0] + "/postgres")
+    db = Database(url)
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        await db.ensure_exists()
+        async with db.engine.begin() as conn:
+            await conn.execute(text(f"CREATE TABLE {table} (v INTEGER)"))
+
+        async def request(value: int, *, fail: bool) -> None:
+            sessions = db.session()
+            session = await anext(sessions)
+            await session.exec(text(f"INSERT INTO {table} VALUES ({value})"))  # type: ignore[call-overload]
+            if fail:
+                with pytest.raises(RuntimeError):
+                    await sessions.athrow(RuntimeError("the request failed"))
+            else:
+                with pytest.raises(StopAsyncIteration):
+                    await anext(sessions)
+
+        await request(1, fail=False)
+        await request(2, fail=True)
+        async with db.engine.connect() as conn:
+            rows = (await conn.execute(text(f"SELECT v FROM {table}"))).scalars().all()
+        assert rows == [1]
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        await db.dispose()
