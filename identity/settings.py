@@ -2,10 +2,48 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
 
-from services.kit.settings import ServiceSettings
+from pydantic import SecretStr
+
+from services.kit.settings import Environment, ServiceSettings
+
+
+class FieldCipher(StrEnum):
+    """Cipher for personal data encrypted at rest (national ID numbers)."""
+
+    AES_GCM = "aes-256-gcm"
+    SM4_GCM = "sm4-gcm"  # GB/T 32907-2016 block cipher in GCM mode (GB/T 36624)
 
 
 class IdentitySettings(ServiceSettings):
     service: ClassVar[str] = "identity"
+    secret_fields: ClassVar[tuple[str, ...]] = (
+        "data_key",
+        "blind_index_key",
+        "key_encryption_key",
+    )
+
+    # Public issuer of tokens (RFC 9068 iss) and the domain cards sign challenges for.
+    issuer: str = "http://127.0.0.1:8000"
+    # Base64url 32-byte key encrypting national ID numbers at rest (AES-256-GCM or SM4-GCM,
+    # which uses its first 16 bytes).
+    data_key: SecretStr | None = None
+    field_cipher: FieldCipher = FieldCipher.AES_GCM
+    # Base64url key of the HMAC-SHA256 blind index that finds a citizen by ID number.
+    blind_index_key: SecretStr | None = None
+    # Passphrase that encrypts CA and token-signing private keys at rest (PKCS#8, scrypt).
+    key_encryption_key: SecretStr | None = None
+    # Access-token lifetime; DESIGN.md caps it at 300 s.
+    access_token_seconds: int = 300
+
+    def secret(self, name: str) -> SecretStr:
+        """A secret setting; in development an unset one is generated once under var/."""
+        value: SecretStr | None = getattr(self, name)
+        if value is not None and value.get_secret_value():
+            return value
+        if self.environment is Environment.PRODUCTION:
+            # Unreachable past the validator; kept so a refactor cannot silently weaken it.
+            raise RuntimeError(f"ONECARD_{name.upper()} must be set in production")
+        return self.dev_secret(name)

@@ -60,7 +60,7 @@ def platform(tmp_path: Path) -> Iterator[Launcher]:
         restart=True,
         restart_delay=1.0,
         # The traffic below comes from one client; it must not meet the rate limit.
-        environment={"ONECARD_ENVIRONMENT": "test", "ONECARD_RATE_LIMIT_PER_SECOND": "1e6"},
+        environment={"ONECARD_RATE_LIMIT_PER_SECOND": "1e6"},
         grace_seconds=5,
     )
     started = time.monotonic()
@@ -135,9 +135,7 @@ async def test_a_killed_service_gives_503_for_its_routes_only_and_comes_back(
 
 def test_stopping_leaves_no_process_behind(tmp_path: Path) -> None:
     base = free_port_block(PORTS)
-    launcher = Launcher(
-        port=base, var_dir=tmp_path / "var", environment={"ONECARD_ENVIRONMENT": "test"}
-    )
+    launcher = Launcher(port=base, var_dir=tmp_path / "var")
     launcher.start(ready_timeout=60)
     pids = [c.process.pid for c in launcher.children.values()]  # type: ignore[union-attr]
     redis_pid = launcher._embedded.process.pid  # type: ignore[union-attr]
@@ -160,7 +158,7 @@ def _start_cli(base: int, var_dir: Path, *extra: str) -> subprocess.Popen[bytes]
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, "ONECARD_ENVIRONMENT": "test"},
+        env=os.environ.copy(),
     )
 
 
