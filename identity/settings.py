@@ -27,8 +27,8 @@ class IdentitySettings(ServiceSettings):
 
     # Public issuer of tokens (RFC 9068 iss) and the domain cards sign challenges for.
     issuer: str = "http://127.0.0.1:8000"
-    # Base64url 32-byte key encrypting national ID numbers at rest (AES-256-GCM or SM4-GCM,
-    # which uses its first 16 bytes).
+    # Base64url key (at least 32 bytes) from which HKDF derives the keys that encrypt national ID
+    # numbers at rest (AES-256-GCM, or SM4-GCM with a derived 16-byte key).
     data_key: SecretStr | None = None
     field_cipher: FieldCipher = FieldCipher.AES_GCM
     # Base64url key of the HMAC-SHA256 blind index that finds a citizen by ID number.

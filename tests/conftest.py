@@ -78,12 +78,14 @@ def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedde
 
 
 @pytest.fixture(scope="session")
-def postgres_base_url() -> str:
-    """A database name prefix of this xdist worker's own, its service databases dropped first."""
+def postgres_base_url() -> Iterator[str]:
+    """A database name prefix of this test process's own; its databases are dropped after."""
     require_servers()
-    base = f"onecard_test_{worker_id()}"
-    asyncio.run(_drop_databases([f"{base}_{s}" for s in SERVICES_WITH_DB]))
-    return make_url(POSTGRES_URL).set(database=base).render_as_string(hide_password=False)
+    base = f"onecard_test_{worker_id()}_{os.getpid()}"
+    names = [f"{base}_{s}" for s in SERVICES_WITH_DB]
+    asyncio.run(_drop_databases(names))
+    yield make_url(POSTGRES_URL).set(database=base).render_as_string(hide_password=False)
+    asyncio.run(_drop_databases(names))
 
 
 async def _drop_databases(names: list[str]) -> None:

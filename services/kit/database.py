@@ -23,7 +23,9 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url: URL = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        # hide_parameters: a failing statement's bound values (names, phone numbers) must not
+        # reach logs or exception messages.
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite, "hide_parameters": True}
         if self.is_sqlite:
             # SQLite allows one writer; the busy timeout queues writers instead of failing them.
             kwargs["connect_args"] = {"timeout": 30}

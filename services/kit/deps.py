@@ -29,5 +29,7 @@ def get_redis(request: Request) -> RedisConnection:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the session commits when the route returns, BEFORE the response is sent,
+# so a failed commit becomes an error response instead of following a 201 already on the wire.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 RedisDep = Annotated[RedisConnection, Depends(get_redis)]

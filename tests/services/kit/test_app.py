@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect
 
-from identity.app import create_app as create_identity
-from identity.settings import IdentitySettings
+from services.audit.app import create_app as create_audit
+from services.audit.settings import AuditSettings
 from services.kit.database import Database
 from tests.conftest import Backend
 from tests.harness import serve_asgi
@@ -18,13 +18,13 @@ from tests.harness import serve_asgi
 async def test_a_service_migrates_its_own_database_and_is_ready(
     make_settings: Callable[..., Any], backend: Backend
 ) -> None:
-    settings = make_settings(IdentitySettings)
-    async with serve_asgi(create_identity(settings)) as client:
+    settings = make_settings(AuditSettings)
+    async with serve_asgi(create_audit(settings)) as client:
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json() == {
             "status": "ready",
-            "service": "identity",
+            "service": "audit",
             "checks": {"database": "ok", "redis": "ok"},
         }
     db = Database(settings.resolved_database_url())
@@ -33,17 +33,17 @@ async def test_a_service_migrates_its_own_database_and_is_ready(
             tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
     finally:
         await db.dispose()
-    assert "alembic_version_identity" in tables
+    assert "alembic_version_audit" in tables
     if backend.name == "servers":
-        assert db.url.database.endswith("_identity")
+        assert db.url.database.endswith("_audit")
 
 
 async def test_starting_twice_finds_the_database_already_at_head(
     make_settings: Callable[..., Any],
 ) -> None:
-    settings = make_settings(IdentitySettings)
+    settings = make_settings(AuditSettings)
     for _ in range(2):
-        async with serve_asgi(create_identity(settings)) as client:
+        async with serve_asgi(create_audit(settings)) as client:
             assert (await client.get("/readyz")).status_code == 200
 
 
@@ -51,8 +51,8 @@ async def test_readyz_names_redis_when_it_does_not_answer(
     make_settings: Callable[..., Any],
 ) -> None:
     # Port 1 on loopback: nothing listens there, so the connection is refused at once.
-    settings = make_settings(IdentitySettings, redis_url="redis://127.0.0.1:1/0")
-    async with serve_asgi(create_identity(settings)) as client:
+    settings = make_settings(AuditSettings, redis_url="redis://127.0.0.1:1/0")
+    async with serve_asgi(create_audit(settings)) as client:
         ready = await client.get("/readyz")
         assert (await client.get("/healthz")).status_code == 200
     assert ready.status_code == 503
@@ -67,8 +67,8 @@ async def test_readyz_names_redis_when_it_does_not_answer(
 async def test_without_a_redis_url_a_service_starts_its_own_embedded_redis(
     make_settings: Callable[..., Any],
 ) -> None:
-    settings = make_settings(IdentitySettings, redis_url=None)
-    async with serve_asgi(create_identity(settings)) as client:
+    settings = make_settings(AuditSettings, redis_url=None)
+    async with serve_asgi(create_audit(settings)) as client:
         ready = await client.get("/readyz")
     assert ready.json()["checks"]["redis"] == "ok"
 
@@ -76,7 +76,7 @@ async def test_without_a_redis_url_a_service_starts_its_own_embedded_redis(
 async def test_request_ids_are_minted_echoed_and_never_taken_blindly(
     make_settings: Callable[..., Any],
 ) -> None:
-    async with serve_asgi(create_identity(make_settings(IdentitySettings))) as client:
+    async with serve_asgi(create_audit(make_settings(AuditSettings))) as client:
         minted = await client.get("/healthz")
         echoed = await client.get("/healthz", headers={"X-Request-ID": "hospital-42.req-0001"})
         refused = await client.get("/healthz", headers={"X-Request-ID": "bad id\nwith newline"})
@@ -89,9 +89,9 @@ async def test_request_ids_are_minted_echoed_and_never_taken_blindly(
 async def test_metrics_count_requests_by_route_template(
     make_settings: Callable[..., Any],
 ) -> None:
-    async with serve_asgi(create_identity(make_settings(IdentitySettings))) as client:
-        await client.get("/identity/healthz")
+    async with serve_asgi(create_audit(make_settings(AuditSettings))) as client:
+        await client.get("/audit/healthz")
         metrics = await client.get("/metrics")
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert 'onecard_http_requests_total{method="GET",route="/identity/healthz"' in metrics.text
+    assert 'onecard_http_requests_total{method="GET",route="/audit/healthz"' in metrics.text

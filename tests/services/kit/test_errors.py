@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
-from identity.settings import IdentitySettings
+from services.audit.settings import AuditSettings
 from services.kit.app import create_service_app
 from services.kit.errors import Problem, register_renderer
 from tests.harness import serve_asgi
@@ -63,7 +63,7 @@ def _operation_outcome(request: Request, problem: Problem) -> Response:
 async def client(tmp_path: object) -> AsyncIterator[object]:
     # No database needed here: these tests exercise the error layer only.
     app: FastAPI = create_service_app(
-        settings=IdentitySettings(var_dir=tmp_path, environment="test"),  # type: ignore[arg-type]
+        settings=AuditSettings(var_dir=tmp_path, environment="test"),  # type: ignore[arg-type]
         title="errors under test",
         routers=[router],
     )
