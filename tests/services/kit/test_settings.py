@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from identity.settings import IdentitySettings
+from services.audit.settings import AuditSettings
 from services.kit.settings import ServiceSettings, database_per_service, to_async_url
 
 
@@ -43,7 +44,7 @@ def test_settings_come_from_onecard_environment_variables(
 ) -> None:
     monkeypatch.setenv("ONECARD_REDIS_URL", "redis://cache:6379/2")
     monkeypatch.setenv("ONECARD_ENVIRONMENT", "production")
-    settings = IdentitySettings()
+    settings = AuditSettings()
     assert settings.redis_url == "redis://cache:6379/2"
     assert settings.environment == "production"
 
