@@ -72,6 +72,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 spec.name: Upstream(
                     spec,
                     settings.upstreams[spec.name],
+                    timeout=settings.timeout_for(spec),
                     connect_timeout=settings.connect_timeout,
                     breaker=CircuitBreaker(
                         failures=settings.breaker_failures,

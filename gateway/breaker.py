@@ -9,6 +9,7 @@ without a restart of the gateway.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from enum import StrEnum
 
 
@@ -19,9 +20,17 @@ class State(StrEnum):
 
 
 class CircuitBreaker:
-    def __init__(self, *, failures: int, open_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        failures: int,
+        open_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.failure_threshold = failures
         self.open_seconds = open_seconds
+        # Injectable so tests can move time without patching the clock asyncio runs on.
+        self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
         self._probing = False
@@ -30,14 +39,14 @@ class CircuitBreaker:
     def state(self) -> State:
         if self._opened_at is None:
             return State.CLOSED
-        if time.monotonic() - self._opened_at >= self.open_seconds:
+        if self._clock() - self._opened_at >= self.open_seconds:
             return State.HALF_OPEN
         return State.OPEN
 
     def retry_after(self) -> int:
         if self._opened_at is None:
             return 0
-        remaining = self.open_seconds - (time.monotonic() - self._opened_at)
+        remaining = self.open_seconds - (self._clock() - self._opened_at)
         return max(1, int(remaining + 0.999))
 
     def allow(self) -> bool:
@@ -59,7 +68,7 @@ class CircuitBreaker:
         self._probing = False
         self._failures += 1
         if self._opened_at is not None or self._failures >= self.failure_threshold:
-            self._opened_at = time.monotonic()
+            self._opened_at = self._clock()
 
     def release_probe(self) -> None:
         """A probe that ended without telling anything (e.g. the client went away)."""

@@ -3,16 +3,21 @@
 What crosses unchanged: method, path, query, body, the caller's ``Authorization`` header
 (services decide on the user's own token, DESIGN.md). What the gateway adds: ``X-Request-ID``
 and the RFC 7239-style ``X-Forwarded-*`` headers so services can build absolute URLs (FHIR
-paging links start with the base URL the client used).
+paging links start with the base URL the client used). Nothing else: the gateway's shared HTTP
+client contributes no headers (user agent, accepted encodings) and keeps no cookies of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from http.cookiejar import Cookie, CookieJar
+from typing import Any
+from urllib.parse import quote
 
 import httpx
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.breaker import CircuitBreaker
@@ -22,8 +27,11 @@ from services.kit.topology import ServiceSpec
 
 log = logging.getLogger(__name__)
 
-# RFC 9110 section 7.6.1: connection-specific fields are not forwarded by an intermediary.
-HOP_BY_HOP = frozenset(
+# Request fields not forwarded as received. RFC 9110 section 7.6.1: connection-specific fields
+# (plus those the Connection field names) stop at an intermediary. Host and the framing are
+# the outgoing connection's own; the forwarding fields and the request id the gateway states
+# itself, so a caller cannot forge them.
+_REQUEST_SKIP = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -41,7 +49,8 @@ HOP_BY_HOP = frozenset(
         b"x-request-id",
     }
 )
-# The gateway's own server adds date and server; the service's copies would be duplicates.
+# Connection-specific response fields stop here too. The gateway's own server adds date and
+# server; the service's copies would be duplicates.
 _RESPONSE_SKIP = frozenset(
     {
         b"connection",
@@ -56,8 +65,16 @@ _RESPONSE_SKIP = frozenset(
 )
 # RFC 9110 section 9.2.2: these may be repeated without changing the outcome.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-# Failures where the request cannot have been processed, or a stale pooled connection.
-_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+# Failures of the connection itself (refused, reset, dropped before an answer, a stale pooled
+# connection): a retry of an idempotent request on a fresh connection may well succeed.
+_RETRYABLE = (httpx.NetworkError, httpx.RemoteProtocolError)
+# What may stand unescaped in a forwarded path (RFC 3986 pchar and "/"), or in a query (plus
+# "?"); "%" keeps the escapes the caller made. Anything else is percent-encoded.
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+# A response body of at most this many bytes, its length known, is relayed without watching
+# for the caller hanging up: it ends within the read timeout anyway, and the watch costs a task.
+_SMALL_BODY = 64 * 1024
 
 Admission = Callable[[Request], Awaitable[None]]
 
@@ -66,20 +83,39 @@ class BodyTooLarge(Exception):
     pass
 
 
+class _NoCookies(CookieJar):
+    """The gateway's clients are shared by every caller: a cookie a service sets belongs to
+    the caller it answered, so the gateway never keeps one (it would send it for the next)."""
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
+
+    def extract_cookies(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class Upstream:
     """One service as the gateway sees it: its pool of connections and its circuit breaker."""
 
     def __init__(
-        self, spec: ServiceSpec, base_url: str, *, connect_timeout: float, breaker: CircuitBreaker
+        self,
+        spec: ServiceSpec,
+        base_url: str,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        breaker: CircuitBreaker,
     ) -> None:
         self.spec = spec
-        self.base_url = base_url
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self.breaker = breaker
         self.client = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=httpx.Timeout(spec.timeout, connect=connect_timeout, pool=connect_timeout),
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=connect_timeout),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=64),
             trust_env=False,
+            cookies=_NoCookies(),
         )
 
     def unavailable(self, why: str) -> Problem:
@@ -105,40 +141,32 @@ class ServiceProxy:
         for admit in state.admissions:
             await admit(request)
 
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise Problem(400, "Content-Length is not a number")
-            if int(declared) > state.max_body_bytes:
-                raise Problem(413, _too_large(state.max_body_bytes))
-        has_body = declared not in (None, "0") or "transfer-encoding" in request.headers
+        declared = _declared_length(request)
+        if declared is not None and declared > state.max_body_bytes:
+            raise Problem(413, _too_large(state.max_body_bytes))
+        has_body = bool(declared) or "transfer-encoding" in request.headers
 
-        if not upstream.breaker.allow():
-            raise upstream.unavailable("circuit open after repeated failures")
-
-        outgoing = upstream.client.build_request(
+        # Built before the breaker is asked: a request refused here must not take the one
+        # half-open probe with it.
+        outgoing = httpx.Request(
             scope["method"],
-            httpx.URL(path=scope["path"], query=scope["query_string"]),
-            headers=_forward_headers(scope, request),
+            _target_url(upstream.base_url, scope),
+            headers=_forward_headers(scope, request, declared),
             content=_limited(request, state.max_body_bytes) if has_body else None,
         )
+        if not upstream.breaker.allow():
+            raise upstream.unavailable("circuit open after repeated failures")
         attempts = (
             state.idempotent_attempts if (scope["method"] in IDEMPOTENT and not has_body) else 1
         )
-        response = await self._send(upstream, outgoing, attempts, state.max_body_bytes)
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": [
-                        (k, v) for k, v in response.headers.raw if k.lower() not in _RESPONSE_SKIP
-                    ],
-                }
-            )
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            response = await self._send(upstream, outgoing, attempts, state.max_body_bytes)
+        except ClientDisconnect:
+            # The caller hung up mid-upload: nobody to answer, and no fault of the service.
+            log.info("caller went away during upload", extra={"service": self.spec.name})
+            return
+        try:
+            await _relay(response, receive, send)
         finally:
             await response.aclose()
 
@@ -160,7 +188,7 @@ class ServiceProxy:
                 raise Problem(
                     504,
                     f"the {upstream.spec.name} service did not answer within "
-                    f"{upstream.spec.timeout:g} s",
+                    f"{upstream.timeout:g} s",
                     service=upstream.spec.name,
                 ) from None
             except _RETRYABLE as exc:
@@ -177,14 +205,98 @@ class ServiceProxy:
         raise AssertionError("unreachable: the loop returns or raises")
 
 
+async def _relay(response: httpx.Response, receive: Receive, send: Send) -> None:
+    """The service's response to the caller, chunk by chunk as it arrives."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": _response_headers(response),
+        }
+    )
+    # Once the caller hangs up the server silently drops what we send, so relaying alone
+    # would keep pulling from the service, for ever on an endless stream. Unless the body is
+    # small, watch for the disconnect and stop at the next chunk (closing the service's
+    # connection when the response is closed).
+    length = response.headers.get("content-length", "")
+    small = length.isascii() and length.isdigit() and int(length) <= _SMALL_BODY
+    caller_gone = None if small else asyncio.create_task(_disconnected(receive))
+    try:
+        async for chunk in response.aiter_raw():
+            if caller_gone is not None and caller_gone.done():
+                log.info("caller went away during the response")
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        if caller_gone is not None:
+            caller_gone.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    # The request body is consumed by now; what is left to receive is the disconnect.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 def _too_large(limit: int) -> str:
     return f"request body exceeds the gateway limit of {limit} bytes"
 
 
-def _forward_headers(scope: Scope, request: Request) -> list[tuple[bytes, bytes]]:
-    headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
-    if "content-length" in request.headers and "transfer-encoding" not in request.headers:
-        headers.append((b"content-length", request.headers["content-length"].encode()))
+def _declared_length(request: Request) -> int | None:
+    """The body size the caller declared, if any; refused unless it is one plain number."""
+    values = request.headers.getlist("content-length")
+    if not values:
+        return None
+    # RFC 9112 section 6.3: a list of identical values may stand for one; differing ones
+    # (or anything but ASCII digits: "1²".isdigit() is true) make the framing unknowable.
+    distinct = {part.strip() for value in values for part in value.split(",")}
+    length = distinct.pop() if len(distinct) == 1 else ""
+    if not (length.isascii() and length.isdigit()):
+        received = ", ".join(values)[:40]
+        raise Problem(400, f"Content-Length must be one whole number of bytes, not {received!r}")
+    return int(length)
+
+
+def _target_url(base_url: str, scope: Scope) -> httpx.URL:
+    """The service's URL for this request: the path and query exactly as the caller sent them.
+
+    ASGI's ``path`` is percent-decoded, so "a%2Fb" would become "a/b" and "a%3Fb" a query;
+    the raw path keeps the caller's bytes. Dot segments are refused: httpx would resolve them,
+    and "/identity/../audit/x" would reach the service as a path other than the one routed.
+    """
+    if any(segment in (".", "..") for segment in scope["path"].split("/")):
+        raise Problem(400, "the path contains a dot segment ('.' or '..'); send it resolved")
+    raw_path: bytes | None = scope.get("raw_path")
+    if raw_path is not None:
+        path = quote(raw_path.partition(b"?")[0], safe=_PATH_SAFE)
+    else:  # a server that does not give the raw path: re-encode the decoded one fully
+        path = quote(scope["path"], safe=_PATH_SAFE.replace("%", ""))
+    query = quote(scope["query_string"], safe=_QUERY_SAFE)
+    try:
+        return httpx.URL(base_url + path + (f"?{query}" if query else ""))
+    except httpx.InvalidURL as exc:
+        raise Problem(400, f"the request target cannot be forwarded: {exc}") from None
+
+
+def _connection_options(values: list[str]) -> frozenset[bytes]:
+    """Field names listed in Connection: hop-by-hop as well (RFC 9110 section 7.6.1)."""
+    return frozenset(
+        name.strip().lower().encode("latin-1")
+        for value in values
+        for name in value.split(",")
+        if name.strip()
+    )
+
+
+def _forward_headers(
+    scope: Scope, request: Request, declared: int | None
+) -> list[tuple[bytes, bytes]]:
+    skip = _REQUEST_SKIP | _connection_options(request.headers.getlist("connection"))
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in skip]
+    # RFC 9112 section 6.1: with Transfer-Encoding, a Content-Length is not to be trusted.
+    if declared is not None and "transfer-encoding" not in request.headers:
+        headers.append((b"content-length", str(declared).encode()))
     client = scope.get("client")
     forwarded_for = request.headers.get("x-forwarded-for")
     peer = client[0] if client else "unknown"
@@ -194,12 +306,21 @@ def _forward_headers(scope: Scope, request: Request) -> list[tuple[bytes, bytes]
             f"{forwarded_for}, {peer}".encode() if forwarded_for else peer.encode(),
         )
     )
-    headers.append((b"x-forwarded-host", request.headers.get("host", "").encode("latin-1")))
+    host = request.headers.get("host")
+    if host:
+        headers.append((b"x-forwarded-host", host.encode("latin-1")))
     headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
     request_id = current_request_id()
     if request_id:
         headers.append((b"x-request-id", request_id.encode()))
     return headers
+
+
+def _response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+    # Lowercased, as ASGI requires: the request-id middleware replaces "x-request-id" by exact
+    # name, and a service's "X-Request-ID" would otherwise reach the caller as a second id.
+    skip = _RESPONSE_SKIP | _connection_options(response.headers.get_list("connection"))
+    return [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in skip]
 
 
 async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:

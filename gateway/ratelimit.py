@@ -8,8 +8,10 @@ the gateway reports itself degraded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -17,6 +19,12 @@ from redis.exceptions import RedisError
 from services.kit.redis import RedisConnection
 
 log = logging.getLogger(__name__)
+
+# A Redis that hangs (a partition, an overloaded server) must cost callers little: a check
+# gives up after CHECK_TIMEOUT, and after a failure the limiter fails open without asking Redis
+# for RETRY_AFTER_FAILURE, instead of making every request wait for its own timeout.
+CHECK_TIMEOUT = 0.5
+RETRY_AFTER_FAILURE = 1.0
 
 # KEYS[1] = client key; ARGV = emission interval (ms), burst tolerance (ms).
 # Uses the server clock (TIME) so gateways with skewed clocks agree.
@@ -51,17 +59,27 @@ class RateLimiter:
         self.tolerance_ms = self.interval_ms * max(burst - 1, 0)
         self._script = redis.client.register_script(_GCRA)
         self.degraded = False
+        self._retry_at = 0.0
 
     async def check(self, client_key: str) -> Decision:
+        if time.monotonic() < self._retry_at:
+            return Decision(allowed=True, degraded=True)
         try:
-            allowed, wait_ms = await self._script(
-                keys=[self.redis.key("ratelimit", client_key)],
-                args=[self.interval_ms, self.tolerance_ms],
+            allowed, wait_ms = await asyncio.wait_for(
+                self._script(
+                    keys=[self.redis.key("ratelimit", client_key)],
+                    args=[self.interval_ms, self.tolerance_ms],
+                ),
+                CHECK_TIMEOUT,
             )
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError) as exc:  # OSError includes TimeoutError
             if not self.degraded:
-                log.warning("rate limiter degraded: redis unavailable", extra={"error": str(exc)})
+                log.warning(
+                    "rate limiter degraded: redis unavailable",
+                    extra={"error": str(exc) or type(exc).__name__},
+                )
             self.degraded = True
+            self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE
             return Decision(allowed=True, degraded=True)
         if self.degraded:
             log.info("rate limiter recovered")

@@ -23,6 +23,9 @@ class GatewaySettings(ServiceSettings):
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 200
     connect_timeout: float = 1.0
+    # Seconds to wait for a service's answer, by topology name, overriding the topology's
+    # per-route default (e.g. ONECARD_UPSTREAM_TIMEOUTS='{"health": 120}' for huge bundles).
+    upstream_timeouts: dict[str, float] = Field(default_factory=dict)
     # Consecutive transport failures that open a service's circuit, and how long it stays open.
     breaker_failures: int = 5
     breaker_open_seconds: float = 2.0
@@ -41,3 +44,17 @@ class GatewaySettings(ServiceSettings):
             raise ValueError(f"ONECARD_UPSTREAMS names unknown services: {sorted(unknown)}")
         object.__setattr__(self, "upstreams", merged)
         return self
+
+    @model_validator(mode="after")
+    def _check_upstream_timeouts(self) -> GatewaySettings:
+        known = {spec.name for spec in topology.SERVICES}
+        unknown = set(self.upstream_timeouts) - known
+        if unknown:
+            raise ValueError(f"ONECARD_UPSTREAM_TIMEOUTS names unknown services: {sorted(unknown)}")
+        if any(seconds <= 0 for seconds in self.upstream_timeouts.values()):
+            raise ValueError("ONECARD_UPSTREAM_TIMEOUTS values must be positive seconds")
+        return self
+
+    def timeout_for(self, spec: topology.ServiceSpec) -> float:
+        """Seconds the gateway waits for ``spec``'s answer: the override, else the topology's."""
+        return self.upstream_timeouts.get(spec.name, spec.timeout)

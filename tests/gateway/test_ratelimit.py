@@ -1,0 +1,128 @@
+"""The per-client rate limit, kept in the backend's real Redis, and what happens without Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.gateway.conftest import RunningDouble, silent_server
+from tests.harness import serve_asgi
+
+MakeSettings = Callable[..., GatewaySettings]
+PROBLEM = "application/problem+json"
+ALICE = {"Authorization": "Bearer token-of-alice"}
+BOB = {"Authorization": "Bearer token-of-bob"}
+
+
+async def test_requests_beyond_the_burst_get_429_with_retry_after(
+    gateway_settings: MakeSettings, upstream: RunningDouble
+) -> None:
+    # 0.5/s with a burst of 3: three at once pass, the fourth waits about two seconds.
+    settings = gateway_settings(
+        {"identity": upstream.url}, rate_limit_per_second=0.5, rate_limit_burst=3
+    )
+    async with serve_asgi(create_app(settings)) as client:
+        allowed = [await client.get("/identity/me", headers=ALICE) for _ in range(3)]
+        refused = await client.get("/identity/me", headers=ALICE)
+    assert [r.status_code for r in allowed] == [200, 200, 200]
+    assert refused.status_code == 429
+    assert refused.headers["content-type"] == PROBLEM
+    assert 1 <= int(refused.headers["retry-after"]) <= 2
+    assert "rate limit" in refused.json()["detail"]
+    assert len(upstream.seen) == 3  # the refused request never reached the service
+
+
+async def test_each_client_has_a_budget_of_its_own(
+    gateway_settings: MakeSettings, upstream: RunningDouble
+) -> None:
+    settings = gateway_settings(
+        {"identity": upstream.url}, rate_limit_per_second=0.5, rate_limit_burst=2
+    )
+    async with serve_asgi(create_app(settings)) as client:
+        alice = [(await client.get("/identity/me", headers=ALICE)).status_code for _ in range(3)]
+        bob = [(await client.get("/identity/me", headers=BOB)).status_code for _ in range(2)]
+        # No credential: the caller's address is the client.
+        anonymous = [(await client.get("/identity/me")).status_code for _ in range(3)]
+    assert alice == [200, 200, 429]
+    assert bob == [200, 200]
+    assert anonymous == [200, 200, 429]
+
+
+async def test_a_refused_client_is_served_again_once_its_budget_refills(
+    gateway_settings: MakeSettings, upstream: RunningDouble
+) -> None:
+    settings = gateway_settings(
+        {"identity": upstream.url}, rate_limit_per_second=2, rate_limit_burst=1
+    )
+    async with serve_asgi(create_app(settings)) as client:
+        first = await client.get("/identity/me", headers=ALICE)
+        refused = await client.get("/identity/me", headers=ALICE)
+        await asyncio.sleep(0.6)  # more than the 500 ms one request costs at 2/s
+        again = await client.get("/identity/me", headers=ALICE)
+    assert [first.status_code, refused.status_code, again.status_code] == [200, 429, 200]
+
+
+async def test_gateways_sharing_a_redis_share_each_clients_budget(
+    gateway_settings: MakeSettings, upstream: RunningDouble
+) -> None:
+    # Run several gateways behind a load balancer and a client still gets one budget.
+    shared = {"redis_prefix": f"test:{uuid.uuid4().hex}:", "rate_limit_per_second": 0.5}
+    one = gateway_settings({"identity": upstream.url}, rate_limit_burst=2, **shared)
+    two = gateway_settings({"identity": upstream.url}, rate_limit_burst=2, **shared)
+    async with serve_asgi(create_app(one)) as first, serve_asgi(create_app(two)) as second:
+        statuses = [
+            (await first.get("/identity/me", headers=ALICE)).status_code,
+            (await second.get("/identity/me", headers=ALICE)).status_code,
+            (await first.get("/identity/me", headers=ALICE)).status_code,
+            (await second.get("/identity/me", headers=ALICE)).status_code,
+        ]
+    assert statuses == [200, 200, 429, 429]
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)  # Redis is replaced anyway
+async def test_without_redis_the_gateway_keeps_forwarding_and_reports_degraded(
+    gateway_settings: MakeSettings, upstream: RunningDouble
+) -> None:
+    # Port 1 on loopback: nothing listens, connections are refused at once.
+    settings = gateway_settings(
+        dict.fromkeys(("identity", "health", "social_security", "audit"), upstream.url),
+        redis_url="redis://127.0.0.1:1/0",
+        rate_limit_per_second=0.5,
+        rate_limit_burst=1,
+    )
+    async with serve_asgi(create_app(settings)) as client:
+        # Fails open: without Redis there is no budget to exhaust.
+        forwarded = [await client.get("/identity/me", headers=ALICE) for _ in range(3)]
+        health = await client.get("/healthz")
+        ready = await client.get("/readyz")
+    assert [r.status_code for r in forwarded] == [200, 200, 200]
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded"
+    assert health.json()["redis"].startswith("down")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    assert ready.json()["checks"]["redis"] != "ok"
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)  # Redis is replaced anyway
+async def test_a_redis_that_hangs_delays_callers_only_briefly(
+    gateway_settings: MakeSettings, upstream: RunningDouble
+) -> None:
+    # Worse than a refused connection: Redis accepts and never answers. Callers must not each
+    # wait out the Redis client's socket timeout.
+    with silent_server() as redis:
+        settings = gateway_settings(
+            {"identity": upstream.url}, redis_url=f"redis://127.0.0.1:{redis.port}/0"
+        )
+        async with serve_asgi(create_app(settings)) as client:
+            started = time.monotonic()
+            statuses = [(await client.get("/identity/me")).status_code for _ in range(5)]
+            elapsed = time.monotonic() - started
+    assert statuses == [200] * 5
+    assert elapsed < 1.5
