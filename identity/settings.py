@@ -25,8 +25,6 @@ class IdentitySettings(ServiceSettings):
         "key_encryption_key",
     )
 
-    # Public issuer of tokens (RFC 9068 iss) and the domain cards sign challenges for.
-    issuer: str = "http://127.0.0.1:8000"
     # Base64url key (at least 32 bytes) from which HKDF derives the keys that encrypt national ID
     # numbers at rest (AES-256-GCM, or SM4-GCM with a derived 16-byte key).
     data_key: SecretStr | None = None

@@ -95,6 +95,10 @@ class Launcher:
         env["ONECARD_REDIS_URL"] = self.redis_url or ""
         if self.database_url:
             env["ONECARD_DATABASE_URL"] = self.database_url
+        gateway = f"http://127.0.0.1:{self.port}"
+        env.setdefault("ONECARD_PUBLIC_URL", gateway)
+        identity = self.port + topology.by_name("identity").port_offset
+        env["ONECARD_JWKS_URL"] = f"http://127.0.0.1:{identity}/.well-known/jwks.json"
         env["ONECARD_UPSTREAMS"] = json.dumps(
             {
                 spec.name: f"http://127.0.0.1:{self.port + spec.port_offset}"

@@ -123,6 +123,10 @@ def make_settings(backend: Backend, tmp_path: Path) -> Callable[..., Any]:
             "redis_url": backend.redis_url,
             "redis_prefix": f"test:{uuid.uuid4().hex}:",
         }
+        if backend.database_url is not None:
+            # A schema of its own per test: full isolation on the shared server, at the cost
+            # of one CREATE SCHEMA (the databases are dropped when the test process ends).
+            values["database_schema"] = f"t_{uuid.uuid4().hex[:16]}"
         values.update(overrides)
         return cls(**values)
 

@@ -9,7 +9,7 @@ registration impossible, even for two requests racing each other.
 from __future__ import annotations
 
 import unicodedata
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import field_validator
@@ -17,39 +17,18 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import (
     CheckConstraint,
     Column,
-    DateTime,
-    Dialect,
     Enum,
     LargeBinary,
     PrimaryKeyConstraint,
-    TypeDecorator,
     UniqueConstraint,
 )
 from sqlmodel import Field, SQLModel
 
 from identity.national_id import Sex
+from services.kit.sqltypes import UtcDateTime
 
 NAME_MAX_LENGTH = 100
 PSEUDONYM_LENGTH = 29  # "cz_" + 26 base32 characters (128 bits)
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """An aware UTC datetime on both backends (SQLite keeps no offset; we store UTC)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("a naive datetime has no place in a UTC column")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None or value.tzinfo is not None:
-            return value
-        return value.replace(tzinfo=UTC)
 
 
 class CitizenBase(SQLModel):

@@ -20,13 +20,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.kit import auth
 from services.kit import logging as kit_logging
 from services.kit import redis as kit_redis
 from services.kit.database import Database
 from services.kit.errors import Problem, install_handlers, problem_response
 from services.kit.middleware import RequestContextMiddleware
 from services.kit.migrations import alembic_config, upgrade
+from services.kit.revocation import Revocations
 from services.kit.settings import ServiceSettings
+from services.kit.tokens import JwksSource, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ def create_service_app(
     healthz: HealthCheck | None = None,
     redis_required: bool = True,
     public_prefix: str | None = None,
+    token_audience: str | None = None,
 ) -> FastAPI:
     """Build one service.
 
@@ -65,7 +69,10 @@ def create_service_app(
     plain liveness answer (the gateway reports each service there). With ``redis_required``
     false, Redis being down makes the service "degraded" but still ready. ``public_prefix``
     also serves liveness under the service's public path, so it can be checked through the
-    gateway (``/identity/healthz``).
+    gateway (``/identity/healthz``). With ``token_audience`` (a public path prefix such as
+    ``/fhir``) the service verifies bearer tokens meant for ``<public_url><prefix>``
+    (``services.kit.auth.require_token``); keys come from the identity service's JWKS unless
+    ``on_startup`` put a key source of the service's own in ``app.state.token_keys``.
     """
     service = settings.service
 
@@ -74,12 +81,13 @@ def create_service_app(
         kit_logging.configure(service, settings.log_level)
         db = None
         if migrations_dir is not None:
-            db = Database(settings.resolved_database_url())
+            db = Database.for_settings(settings)
             await db.ensure_exists()
             config = alembic_config(
                 service=service,
                 migrations_dir=migrations_dir,
                 database_url=db.url.render_as_string(hide_password=False),
+                connect_args=db.connect_args(),
             )
             await asyncio.to_thread(upgrade, config)
             log.info("database migrated", extra={"database": db.display_url})
@@ -87,14 +95,28 @@ def create_service_app(
             url=settings.redis_url, var_dir=settings.var_dir, prefix=settings.redis_prefix
         )
         app.state.runtime = Runtime(settings=settings, db=db, redis=redis)
+        jwks: JwksSource | None = None
         try:
             if on_startup is not None:
                 await on_startup(app)
+            if token_audience is not None:
+                keys = getattr(app.state, "token_keys", None)
+                if keys is None:
+                    keys = jwks = JwksSource(settings.jwks_url)
+                verifier = TokenVerifier(
+                    issuer=settings.public_url,
+                    audience=settings.public_url.rstrip("/") + token_audience,
+                    keys=keys,
+                    leeway=settings.token_leeway,
+                )
+                auth.install(app, verifier, Revocations(redis, leeway=settings.token_leeway))
             log.info("service started", extra={"redis": redis.display_url})
             yield
         finally:
             if on_shutdown is not None:
                 await on_shutdown(app)
+            if jwks is not None:
+                await jwks.aclose()
             await redis.close()
             if db is not None:
                 await db.dispose()

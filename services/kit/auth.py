@@ -116,8 +116,21 @@ async def authenticate(
             "missing bearer token (send Authorization: Bearer <access token>)",
             headers={"WWW-Authenticate": _challenge()},
         )
+    token = await check_bearer(credentials.credentials.strip(), verifier, revocations)
+    request.state.access_token = token
+    return token
+
+
+async def check_bearer(
+    token_text: str, verifier: TokenVerifier, revocations: Revocations
+) -> AccessToken:
+    """Verify one bearer token and its revocation status; refusals as RFC 6750 problems.
+
+    Shared by the services' dependency and the gateway's admission check, so both refuse
+    with the same words.
+    """
     try:
-        token = await verifier.verify(credentials.credentials.strip())
+        token = await verifier.verify(token_text)
         await revocations.check(token)
     except TokenError as exc:
         raise Problem(
@@ -132,7 +145,6 @@ async def authenticate(
         raise Problem(
             503, f"cannot verify tokens right now: {what} unavailable", headers={"Retry-After": "1"}
         ) from exc
-    request.state.access_token = token
     return token
 
 

@@ -6,6 +6,7 @@ service code flushes, never commits.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,18 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.kit.settings import ServiceSettings
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
 
 class Database:
     """The engine and session factory of one service's own database."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, schema: str | None = None) -> None:
         self.url: URL = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.schema = None if self.is_sqlite else schema
         # hide_parameters: a failing statement's bound values (names, phone numbers) must not
         # reach logs or exception messages.
         kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite, "hide_parameters": True}
@@ -31,12 +37,27 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            if self.schema:
+                if not _SCHEMA_NAME.fullmatch(self.schema):
+                    raise ValueError(f"schema name {self.schema!r} is not a plain identifier")
+                kwargs["connect_args"] = self.connect_args()
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
+
+    @classmethod
+    def for_settings(cls, settings: ServiceSettings) -> Database:
+        """The database of the service these settings belong to."""
+        return cls(settings.resolved_database_url(), schema=settings.database_schema)
+
+    def connect_args(self) -> dict[str, Any]:
+        """Driver arguments that put a connection in this service's schema."""
+        if self.schema:
+            return {"server_settings": {"search_path": self.schema}}
+        return {}
 
     @property
     def display_url(self) -> str:
@@ -50,6 +71,9 @@ class Database:
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             return
         await create_postgres_database(self.url)
+        if self.schema:
+            async with self.engine.begin() as conn:
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

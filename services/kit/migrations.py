@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
@@ -20,11 +21,18 @@ from sqlalchemy.ext.asyncio import create_async_engine
 _PG_MIGRATION_LOCK = 0x0C4D_0001
 
 
-def alembic_config(*, service: str, migrations_dir: Path, database_url: str) -> Config:
+def alembic_config(
+    *,
+    service: str,
+    migrations_dir: Path,
+    database_url: str,
+    connect_args: dict[str, Any] | None = None,
+) -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["service"] = service
+    config.attributes["connect_args"] = connect_args or {}
     return config
 
 
@@ -55,7 +63,9 @@ def run_env(metadata: MetaData | None) -> None:
             context.run_migrations()
 
     async def main() -> None:
-        engine = create_async_engine(url, poolclass=pool.NullPool)
+        engine = create_async_engine(
+            url, poolclass=pool.NullPool, connect_args=config.attributes.get("connect_args", {})
+        )
         try:
             async with engine.begin() as connection:
                 await connection.run_sync(migrate)

@@ -43,9 +43,22 @@ class ServiceSettings(BaseSettings):
     port: int = 0
     log_level: str = "INFO"
     database_url: str | None = None
+    # PostgreSQL schema for this service's tables (created if missing); None is the server's
+    # default search path. Lets several environments, or parallel tests, share one database.
+    database_schema: str | None = None
     redis_url: str | None = None
     # Namespaces every Redis key, so environments (and parallel test runs) can share a server.
+    # Every service of one platform must share it: revocations written by identity are read
+    # by all.
     redis_prefix: str = "onecard:"
+    # The platform's public base URL (the gateway): the token issuer (RFC 9068 ``iss``) and
+    # the base of every audience (``<public_url>/fhir`` ...).
+    public_url: str = "http://127.0.0.1:8000"
+    # Where services fetch the identity service's JWKS; by default its own port, not through
+    # the gateway, so verification does not depend on the gateway being up.
+    jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
+    # Clock skew tolerated on exp, nbf and iat (RFC 7519 section 4.1.4).
+    token_leeway: float = 10.0
 
     @model_validator(mode="after")
     def _check_placeholder_secrets(self) -> ServiceSettings:

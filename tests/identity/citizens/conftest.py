@@ -44,7 +44,7 @@ async def client(settings: IdentitySettings) -> AsyncIterator[httpx.AsyncClient]
 
 async def raw_rows(settings: IdentitySettings, sql: str = "SELECT * FROM citizens") -> list[Any]:
     """Rows straight from the table, bypassing every model (what a database reader sees)."""
-    db = Database(settings.resolved_database_url())
+    db = Database.for_settings(settings)
     try:
         async with db.engine.connect() as conn:
             return [dict(row._mapping) for row in await conn.execute(text(sql))]

@@ -27,7 +27,7 @@ async def test_a_service_migrates_its_own_database_and_is_ready(
             "service": "audit",
             "checks": {"database": "ok", "redis": "ok"},
         }
-    db = Database(settings.resolved_database_url())
+    db = Database.for_settings(settings)
     try:
         async with db.engine.connect() as conn:
             tables = await conn.run_sync(lambda c: inspect(c).get_table_names())

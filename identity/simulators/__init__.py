@@ -1,0 +1,1 @@
+"""Simulated devices for demos and tests: the virtual citizen card (``card``)."""
