@@ -1,14 +1,13 @@
 """The gateway's ASGI app (``uvicorn --factory gateway.app:create_app``).
 
-Requests under a service's prefixes pass through the admission chain (today: the per-client
-rate limit; the identity and audit issues add token verification and the graded-protection
-policy as further links) and are then forwarded by :class:`gateway.proxy.ServiceProxy`.
+Requests under a service's prefixes pass through the admission chain
+(:mod:`gateway.admission`: rate limit, then bearer token) and are then forwarded by
+:class:`gateway.proxy.ServiceProxy`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +16,14 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.routing import Route
 
+from gateway.admission import Admission, BearerToken, BoundedRevocations, RateLimit
 from gateway.breaker import CircuitBreaker
-from gateway.proxy import Admission, ServiceProxy, Upstream
+from gateway.proxy import ServiceProxy, Upstream
 from gateway.ratelimit import RateLimiter
 from gateway.settings import GatewaySettings
 from services.kit import topology
 from services.kit.app import app_runtime, create_service_app
-from services.kit.errors import Problem
+from services.kit.tokens import JwksSource
 
 HEALTH_PROBE_TIMEOUT = 1.0
 
@@ -37,17 +37,6 @@ class GatewayState:
     admissions: list[Admission] = field(default_factory=list)
 
 
-def client_key(request: Request) -> str:
-    """Who is calling, for the rate limit: the bearer credential if any, else the peer address.
-
-    Hashed, because credentials never go to Redis or logs in clear.
-    """
-    credential = request.headers.get("authorization")
-    if credential:
-        return "cred:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
-    return "ip:" + (request.client.host if request.client else "unknown")
-
-
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
 
@@ -57,15 +46,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             redis, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst
         )
 
-        async def rate_limit(request: Request) -> None:
-            decision = await limiter.check(client_key(request))
-            if not decision.allowed:
-                raise Problem(
-                    429,
-                    f"rate limit of {settings.rate_limit_per_second:g} requests/s exceeded; "
-                    f"retry after {decision.retry_after_seconds} s",
-                    headers={"Retry-After": str(decision.retry_after_seconds)},
-                )
+        app.state.jwks = JwksSource(settings.jwks_url)
+        bearer = BearerToken(
+            issuer=settings.public_url,
+            services=topology.SERVICES,
+            keys=app.state.jwks,
+            revocations=BoundedRevocations(redis, leeway=settings.token_leeway),
+            leeway=settings.token_leeway,
+        )
 
         app.state.gateway = GatewayState(
             upstreams={
@@ -84,13 +72,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             limiter=limiter,
             max_body_bytes=settings.max_body_bytes,
             idempotent_attempts=settings.idempotent_attempts,
-            admissions=[rate_limit],
+            admissions=[RateLimit(limiter, per_second=settings.rate_limit_per_second), bearer],
         )
 
     async def stop(app: FastAPI) -> None:
         state: GatewayState | None = getattr(app.state, "gateway", None)
         if state is not None:
             await asyncio.gather(*(u.client.aclose() for u in state.upstreams.values()))
+        if getattr(app.state, "jwks", None) is not None:
+            await app.state.jwks.aclose()
 
     app = create_service_app(
         settings=settings,
@@ -138,6 +128,6 @@ async def gateway_health(request: Request) -> dict[str, Any]:
     return {
         "status": "degraded" if degraded else "ok",
         "service": "gateway",
-        "redis": "up" if redis_ok else "down (rate limits not enforced)",
+        "redis": "up" if redis_ok else "down (rate limits not enforced; bearer tokens refused)",
         "services": services,
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from http.cookiejar import Cookie, CookieJar
 from typing import Any
 from urllib.parse import quote
@@ -76,8 +76,6 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 # for the caller hanging up: it ends within the read timeout anyway, and the watch costs a task.
 _SMALL_BODY = 64 * 1024
 
-Admission = Callable[[Request], Awaitable[None]]
-
 
 class BodyTooLarge(Exception):
     pass
@@ -139,7 +137,7 @@ class ServiceProxy:
         upstream: Upstream = state.upstreams[self.spec.name]
         request = Request(scope, receive)
         for admit in state.admissions:
-            await admit(request)
+            await admit(request, self.spec)
 
         declared = _declared_length(request)
         if declared is not None and declared > state.max_body_bytes:

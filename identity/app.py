@@ -6,8 +6,21 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from identity.citizens.routes import load_crypto
+from identity.citizens.routes import router as citizens_router
+from identity.clients.routes import router as clients_router
+from identity.pki.routes import install_pki
+from identity.pki.routes import router as pki_router
 from identity.settings import IdentitySettings
+from identity.tokens.routes import router as tokens_router
+from identity.tokens.setup import install_tokens, uninstall_tokens
 from services.kit.app import create_service_app
+
+
+async def start(app: FastAPI) -> None:
+    await load_crypto(app)
+    await install_pki(app)
+    await install_tokens(app)
 
 
 def create_app(settings: IdentitySettings | None = None) -> FastAPI:
@@ -16,5 +29,9 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
         title="onecard identity",
         description="Citizens, the card PKI and card lifecycle, terminals and tokens.",
         migrations_dir=Path(__file__).parent / "migrations",
+        routers=[tokens_router, citizens_router, clients_router, pki_router],
+        on_startup=start,
+        on_shutdown=uninstall_tokens,
         public_prefix="/identity",
+        token_audience="/identity",  # noqa: S106 - an audience path, not a secret
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,9 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """FastAPI dependency: a session committed when the request succeeds, else rolled back."""
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        """A session committed when the block succeeds, else rolled back (and always closed)."""
         async with self.sessionmaker() as session:
             try:
                 yield session

@@ -20,7 +20,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     db = app_runtime(request).db
     if db is None:
         raise RuntimeError("this service owns no database")
-    async for session in db.session():
+    # A context manager, not a nested generator: the route's exception must reach it so the
+    # transaction is rolled back and the connection returned now, not when GC finds it.
+    async with db.unit_of_work() as session:
         yield session
 
 

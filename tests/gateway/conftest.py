@@ -4,6 +4,8 @@ The gateway is only as good as what it does on the wire, so its upstreams are re
 (uvicorn in a thread, or a raw TCP server for misbehaviour no ASGI app can produce) and Redis
 is the test backend's real one. Every service the gateway knows gets a URL from the test,
 so a platform someone left running on the default ports never answers a test by accident.
+Bearer tokens are real ES256 access tokens whose keys the gateway fetches from a JWKS served
+on a real port, as it fetches the identity service's.
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ import contextlib
 import json
 import socketserver
 import threading
-from collections.abc import Callable, Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.types import Receive, Scope, Send
 
 from gateway.settings import GatewaySettings
 from services.kit import topology
+from services.kit.tokens import public_jwk, sign_access_token
 from tests.harness import ServerThread, free_port, server_thread
 
 CHUNK = 64 * 1024
@@ -353,17 +359,125 @@ def http_ok(body: bytes = b"ok") -> bytes:
     )
 
 
+# --- Tokens ---------------------------------------------------------------------------------
+
+# Not the default public URL, so a test passes only if the gateway takes issuer and audiences
+# from its settings.
+PUBLIC_URL = "https://onecard.test"
+KID = "gateway-test-1"
+# Every public prefix that is an audience (the identity service's /.well-known is not one).
+AUDIENCE_PREFIXES = tuple(
+    prefix for spec in topology.SERVICES for prefix in spec.prefixes if prefix != "/.well-known"
+)
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+class JwksDouble:
+    """Publishes a JWK Set at ``/jwks.json``, as the identity service does at
+    ``/.well-known/jwks.json``; any other path answers 503 (a JWKS endpoint that is down)."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self.body = json.dumps(jwks).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        ok = scope["path"] == "/jwks.json"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200 if ok else 503,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": self.body if ok else b"{}"})
+
+
+@dataclass
+class TokenIssuer:
+    """The signing side of the identity service, for tests: a P-256 key whose JWKS is served
+    at ``jwks_url``, and valid access tokens (RFC 9068 claims, DESIGN.md "Tokens") signed
+    with it."""
+
+    public_url: str
+    server_url: str
+    key: ec.EllipticCurvePrivateKey
+    kid: str
+
+    @property
+    def jwks_url(self) -> str:
+        return self.server_url + "/jwks.json"
+
+    @property
+    def down_jwks_url(self) -> str:
+        """A JWKS URL on the same server that answers 503."""
+        return self.server_url + "/down.json"
+
+    def claims(
+        self, *, audience: str | Sequence[str] = AUDIENCE_PREFIXES, **overrides: Any
+    ) -> dict[str, Any]:
+        """Claims of a good token for ``audience`` (public prefixes); None removes a claim."""
+        prefixes = [audience] if isinstance(audience, str) else list(audience)
+        now = int(time.time())
+        values: dict[str, Any] = {
+            "iss": self.public_url,
+            "sub": "p-" + uuid.uuid4().hex[:12],
+            "aud": [self.public_url + prefix for prefix in prefixes],
+            "exp": now + 300,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "client_id": "citizen-app",
+            "scope": "openid patient/*.rs benefits.read",
+            "acr": "2",
+            "amr": ["hwk", "pin"],
+        }
+        values.update(overrides)
+        return {k: v for k, v in values.items() if v is not None}
+
+    def token(
+        self,
+        *,
+        key: ec.EllipticCurvePrivateKey | None = None,
+        kid: str | None = None,
+        **claims: Any,
+    ) -> str:
+        """A signed access token; ``claims`` as for :meth:`claims`."""
+        return sign_access_token(
+            self.claims(**claims), private_key=key or self.key, kid=kid or self.kid
+        )
+
+    def bearer(self, **claims: Any) -> str:
+        """An ``Authorization`` value carrying a fresh token."""
+        return "Bearer " + self.token(**claims)
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[TokenIssuer]:
+    """One signing key and its JWKS server per test process: key generation and a server
+    start are the slow part, and nothing a test does changes them."""
+    key = new_key()
+    with server_thread(JwksDouble({"keys": [public_jwk(key, KID)]})) as server:
+        yield TokenIssuer(public_url=PUBLIC_URL, server_url=server.url, key=key, kid=KID)
+
+
 # --- The gateway ----------------------------------------------------------------------------
 
 
 @pytest.fixture
-def gateway_settings(make_settings: Callable[..., Any]) -> Callable[..., GatewaySettings]:
-    """Gateway settings on this test's backend; services not named get a dead URL."""
+def gateway_settings(
+    make_settings: Callable[..., Any], issuer: TokenIssuer
+) -> Callable[..., GatewaySettings]:
+    """Gateway settings on this test's backend, trusting ``issuer``'s tokens; services not
+    named get a dead URL."""
 
     def make(upstreams: dict[str, str] | None = None, **overrides: Any) -> GatewaySettings:
         urls = {spec.name: dead_url() for spec in topology.SERVICES}
         urls.update(upstreams or {})
-        settings: GatewaySettings = make_settings(GatewaySettings, upstreams=urls, **overrides)
+        values: dict[str, Any] = {"public_url": issuer.public_url, "jwks_url": issuer.jwks_url}
+        values.update(overrides)
+        settings: GatewaySettings = make_settings(GatewaySettings, upstreams=urls, **values)
         return settings
 
     return make

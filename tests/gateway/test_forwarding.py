@@ -18,14 +18,20 @@ from starlette.types import Message
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import CHUNK, RunningDouble, gateway_server, pattern, raw_upstream
+from tests.gateway.conftest import (
+    CHUNK,
+    RunningDouble,
+    TokenIssuer,
+    gateway_server,
+    pattern,
+    raw_upstream,
+)
 from tests.harness import serve_asgi, wait_until
 
 pytestmark = pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 
 MakeSettings = Callable[..., GatewaySettings]
 PROBLEM = "application/problem+json"
-TOKEN = "Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjaXRpemVuLTEifQ.c2lnbmF0dXJl"
 
 
 def routed(upstream: RunningDouble) -> dict[str, str]:
@@ -37,30 +43,34 @@ def routed(upstream: RunningDouble) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "service_prefix"),
+    ("method", "path", "audience"),
     [
         ("GET", "/identity/citizens/c-1", "/identity"),
         ("POST", "/fhir/Observation", "/fhir"),
         ("PUT", "/insurance/enrolments/e-1", "/insurance"),
         ("PATCH", "/social-security/pensions/p-1", "/social-security"),
         ("DELETE", "/audit/records/r-1", "/audit"),
-        ("OPTIONS", "/.well-known/openid-configuration", "/.well-known"),
+        # /.well-known belongs to the identity service but is no audience of its own.
+        ("OPTIONS", "/.well-known/openid-configuration", "/identity"),
     ],
 )
 async def test_method_path_query_body_and_authorization_arrive_unchanged(
     gateway_settings: MakeSettings,
     upstream: RunningDouble,
+    issuer: TokenIssuer,
     method: str,
     path: str,
-    service_prefix: str,
+    audience: str,
 ) -> None:
     body = b'{"resourceType": "Observation", "status": "final"}'
+    # A token for the route's own service only: the gateway picks the audience by route.
+    token = issuer.bearer(audience=audience)
     async with serve_asgi(create_app(gateway_settings(routed(upstream)))) as client:
         response = await client.request(
             method,
             path + "?patient=p-1&_count=10&code=http%3A%2F%2Floinc.org%7C1234-5&flag",
             content=body,
-            headers={"Authorization": TOKEN, "Content-Type": "application/fhir+json"},
+            headers={"Authorization": token, "Content-Type": "application/fhir+json"},
         )
     assert response.status_code == 200
     [seen] = upstream.seen
@@ -68,7 +78,7 @@ async def test_method_path_query_body_and_authorization_arrive_unchanged(
     assert seen.path == path
     assert seen.query == "patient=p-1&_count=10&code=http%3A%2F%2Floinc.org%7C1234-5&flag"
     assert bytes(seen.body) == body
-    assert seen.all("authorization") == [TOKEN]
+    assert seen.all("authorization") == [token]
     assert seen.header("content-type") == "application/fhir+json"
     assert seen.header("content-length") == str(len(body))
 
@@ -121,14 +131,15 @@ async def raw_exchange(port: int, request: str) -> tuple[int, bytes]:
 
 
 async def test_the_service_sees_exactly_the_callers_headers_plus_forwarding_ones(
-    gateway_settings: MakeSettings, upstream: RunningDouble
+    gateway_settings: MakeSettings, upstream: RunningDouble, issuer: TokenIssuer
 ) -> None:
+    token = issuer.bearer()
     async with serve_asgi(create_app(gateway_settings(routed(upstream)))) as client:
         request = client.build_request(
             "GET",
             "/identity/me",
             headers=[
-                ("Authorization", TOKEN),
+                ("Authorization", token),
                 ("Accept", "application/json"),
                 ("X-Terminal", "t-17"),
                 ("X-Terminal", "t-18"),  # repeated fields keep their order
@@ -155,7 +166,7 @@ async def test_the_service_sees_exactly_the_callers_headers_plus_forwarding_ones
     assert sorted(seen.headers) == sorted(
         [
             ("host", upstream.url.removeprefix("http://")),
-            ("authorization", TOKEN),
+            ("authorization", token),
             ("accept", "application/json"),
             ("x-terminal", "t-17"),
             ("x-terminal", "t-18"),

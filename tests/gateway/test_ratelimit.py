@@ -11,25 +11,33 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import RunningDouble, silent_server
+from tests.gateway.conftest import RunningDouble, TokenIssuer, silent_server
 from tests.harness import serve_asgi
 
 MakeSettings = Callable[..., GatewaySettings]
 PROBLEM = "application/problem+json"
-ALICE = {"Authorization": "Bearer token-of-alice"}
-BOB = {"Authorization": "Bearer token-of-bob"}
+
+
+@pytest.fixture
+def alice(issuer: TokenIssuer) -> dict[str, str]:
+    return {"Authorization": issuer.bearer(sub="p-alice")}
+
+
+@pytest.fixture
+def bob(issuer: TokenIssuer) -> dict[str, str]:
+    return {"Authorization": issuer.bearer(sub="p-bob")}
 
 
 async def test_requests_beyond_the_burst_get_429_with_retry_after(
-    gateway_settings: MakeSettings, upstream: RunningDouble
+    gateway_settings: MakeSettings, upstream: RunningDouble, alice: dict[str, str]
 ) -> None:
     # 0.5/s with a burst of 3: three at once pass, the fourth waits about two seconds.
     settings = gateway_settings(
         {"identity": upstream.url}, rate_limit_per_second=0.5, rate_limit_burst=3
     )
     async with serve_asgi(create_app(settings)) as client:
-        allowed = [await client.get("/identity/me", headers=ALICE) for _ in range(3)]
-        refused = await client.get("/identity/me", headers=ALICE)
+        allowed = [await client.get("/identity/me", headers=alice) for _ in range(3)]
+        refused = await client.get("/identity/me", headers=alice)
     assert [r.status_code for r in allowed] == [200, 200, 200]
     assert refused.status_code == 429
     assert refused.headers["content-type"] == PROBLEM
@@ -39,37 +47,40 @@ async def test_requests_beyond_the_burst_get_429_with_retry_after(
 
 
 async def test_each_client_has_a_budget_of_its_own(
-    gateway_settings: MakeSettings, upstream: RunningDouble
+    gateway_settings: MakeSettings,
+    upstream: RunningDouble,
+    alice: dict[str, str],
+    bob: dict[str, str],
 ) -> None:
     settings = gateway_settings(
         {"identity": upstream.url}, rate_limit_per_second=0.5, rate_limit_burst=2
     )
     async with serve_asgi(create_app(settings)) as client:
-        alice = [(await client.get("/identity/me", headers=ALICE)).status_code for _ in range(3)]
-        bob = [(await client.get("/identity/me", headers=BOB)).status_code for _ in range(2)]
+        alices = [(await client.get("/identity/me", headers=alice)).status_code for _ in range(3)]
+        bobs = [(await client.get("/identity/me", headers=bob)).status_code for _ in range(2)]
         # No credential: the caller's address is the client.
         anonymous = [(await client.get("/identity/me")).status_code for _ in range(3)]
-    assert alice == [200, 200, 429]
-    assert bob == [200, 200]
+    assert alices == [200, 200, 429]
+    assert bobs == [200, 200]
     assert anonymous == [200, 200, 429]
 
 
 async def test_a_refused_client_is_served_again_once_its_budget_refills(
-    gateway_settings: MakeSettings, upstream: RunningDouble
+    gateway_settings: MakeSettings, upstream: RunningDouble, alice: dict[str, str]
 ) -> None:
     settings = gateway_settings(
         {"identity": upstream.url}, rate_limit_per_second=2, rate_limit_burst=1
     )
     async with serve_asgi(create_app(settings)) as client:
-        first = await client.get("/identity/me", headers=ALICE)
-        refused = await client.get("/identity/me", headers=ALICE)
+        first = await client.get("/identity/me", headers=alice)
+        refused = await client.get("/identity/me", headers=alice)
         await asyncio.sleep(0.6)  # more than the 500 ms one request costs at 2/s
-        again = await client.get("/identity/me", headers=ALICE)
+        again = await client.get("/identity/me", headers=alice)
     assert [first.status_code, refused.status_code, again.status_code] == [200, 429, 200]
 
 
 async def test_gateways_sharing_a_redis_share_each_clients_budget(
-    gateway_settings: MakeSettings, upstream: RunningDouble
+    gateway_settings: MakeSettings, upstream: RunningDouble, alice: dict[str, str]
 ) -> None:
     # Run several gateways behind a load balancer and a client still gets one budget.
     shared = {"redis_prefix": f"test:{uuid.uuid4().hex}:", "rate_limit_per_second": 0.5}
@@ -77,17 +88,17 @@ async def test_gateways_sharing_a_redis_share_each_clients_budget(
     two = gateway_settings({"identity": upstream.url}, rate_limit_burst=2, **shared)
     async with serve_asgi(create_app(one)) as first, serve_asgi(create_app(two)) as second:
         statuses = [
-            (await first.get("/identity/me", headers=ALICE)).status_code,
-            (await second.get("/identity/me", headers=ALICE)).status_code,
-            (await first.get("/identity/me", headers=ALICE)).status_code,
-            (await second.get("/identity/me", headers=ALICE)).status_code,
+            (await first.get("/identity/me", headers=alice)).status_code,
+            (await second.get("/identity/me", headers=alice)).status_code,
+            (await first.get("/identity/me", headers=alice)).status_code,
+            (await second.get("/identity/me", headers=alice)).status_code,
         ]
     assert statuses == [200, 200, 429, 429]
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)  # Redis is replaced anyway
 async def test_without_redis_the_gateway_keeps_forwarding_and_reports_degraded(
-    gateway_settings: MakeSettings, upstream: RunningDouble
+    gateway_settings: MakeSettings, upstream: RunningDouble, alice: dict[str, str]
 ) -> None:
     # Port 1 on loopback: nothing listens, connections are refused at once.
     settings = gateway_settings(
@@ -97,11 +108,22 @@ async def test_without_redis_the_gateway_keeps_forwarding_and_reports_degraded(
         rate_limit_burst=1,
     )
     async with serve_asgi(create_app(settings)) as client:
-        # Fails open: without Redis there is no budget to exhaust.
-        forwarded = [await client.get("/identity/me", headers=ALICE) for _ in range(3)]
+        # The rate limit fails open: without Redis there is no budget to exhaust.
+        forwarded = [await client.get("/identity/me") for _ in range(3)]
+        # Token revocation fails closed: a token whose status cannot be read is not accepted
+        # (DESIGN.md "Tokens": a revoked token is refused by the gateway).
+        with_token = await client.get("/identity/me", headers=alice)
         health = await client.get("/healthz")
         ready = await client.get("/readyz")
     assert [r.status_code for r in forwarded] == [200, 200, 200]
+    assert with_token.status_code == 503
+    assert with_token.headers["content-type"] == PROBLEM
+    assert with_token.json()["detail"] == (
+        "cannot verify tokens right now: revocation status unavailable"
+    )
+    # The token request never reached the service (the rest are /healthz probes).
+    assert [s.path for s in upstream.seen if s.path == "/identity/me"] == ["/identity/me"] * 3
+    assert all(s.header("authorization") is None for s in upstream.seen)
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
     assert health.json()["redis"].startswith("down")

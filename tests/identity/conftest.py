@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from identity.app import create_app
+from identity.clients.bootstrap import add_client
+from identity.clients.models import ClientKind
 from identity.settings import IdentitySettings
+from identity.simulators.client import ClientCredentials
+from tests.harness import serve_asgi
 
 
 def random_secret() -> str:
@@ -31,3 +39,51 @@ def make_identity_settings(make_settings: Callable[..., Any]) -> Callable[..., I
         return settings
 
     return make
+
+
+ADMIN_SCOPES = ["client.manage", "citizen.manage", "card.manage", "terminal.manage"]
+
+
+@dataclass
+class IdentityService:
+    """The whole identity app, in-process, with a way to get tokens as a real client would."""
+
+    app: FastAPI
+    http: httpx.AsyncClient
+    settings: IdentitySettings
+
+    async def add_client(
+        self,
+        *,
+        kind: ClientKind = ClientKind.ADMIN,
+        scopes: list[str] | None = None,
+        purpose: str | None = None,
+        facility: str | None = None,
+    ) -> ClientCredentials:
+        return await add_client(
+            self.app.state.runtime.db,
+            name=f"test {kind} client",
+            kind=kind,
+            scopes=scopes or ADMIN_SCOPES,
+            base_url=self.settings.public_url,
+            purpose=purpose,
+            facility=facility,
+        )
+
+    async def token(self, scope: str, *, kind: ClientKind = ClientKind.ADMIN) -> str:
+        """An access token from a freshly registered client allowed exactly ``scope``."""
+        credentials = await self.add_client(kind=kind, scopes=scope.split())
+        return await credentials.fetch_token(self.http, scope)
+
+    async def auth(self, scope: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(scope)}"}
+
+
+@pytest.fixture
+async def identity_service(
+    make_identity_settings: Callable[..., IdentitySettings],
+) -> AsyncIterator[IdentityService]:
+    settings = make_identity_settings(public_url="http://testserver")
+    app = create_app(settings)
+    async with serve_asgi(app) as http:
+        yield IdentityService(app=app, http=http, settings=settings)

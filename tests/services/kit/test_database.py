@@ -43,18 +43,15 @@ async def test_the_request_session_commits_on_success_and_rolls_back_on_error(
             await conn.execute(text(f"CREATE TABLE {table} (v INTEGER)"))
 
         async def request(value: int, *, fail: bool) -> None:
-            sessions = db.session()
-            session = await anext(sessions)
-            await session.exec(text(f"INSERT INTO {table} VALUES ({value})"))  # type: ignore[call-overload]
-            if fail:
-                with pytest.raises(RuntimeError):
-                    await sessions.athrow(RuntimeError("the request failed"))
-            else:
-                with pytest.raises(StopAsyncIteration):
-                    await anext(sessions)
+            async with db.unit_of_work() as session:
+                await session.exec(text(f"INSERT INTO {table} VALUES ({value})"))  # type: ignore[call-overload]
+                if fail:
+                    raise RuntimeError("the request failed")
 
         await request(1, fail=False)
-        await request(2, fail=True)
+        with pytest.raises(RuntimeError):
+            await request(2, fail=True)
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
         async with db.engine.connect() as conn:
             rows = (await conn.execute(text(f"SELECT v FROM {table}"))).scalars().all()
         assert rows == [1]

@@ -1,0 +1,122 @@
+"""The checks a request passes before the gateway forwards it, in order.
+
+1. The per-client rate limit (cheapest first: a flood is refused before any crypto).
+2. The bearer token, when one is sent: verified for the audience of the service the route
+   belongs to and checked for revocation, exactly as the service will check it again (defence
+   in depth, DESIGN.md "Public entry"). Routes that need no token (the JWKS, the token endpoint)
+   pass without one; each service decides which of its routes require one.
+
+The graded-protection policy joins as a third link with the audit issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.requests import Request
+
+from gateway.ratelimit import CHECK_TIMEOUT, RateLimiter
+from services.kit.auth import REALM, check_bearer
+from services.kit.errors import Problem
+from services.kit.revocation import Revocations
+from services.kit.tokens import AccessToken, KeySource, TokenVerifier
+from services.kit.topology import ServiceSpec
+
+Admission = Callable[[Request, ServiceSpec], Awaitable[None]]
+
+# Public prefixes that are not resource servers: no token is issued for them.
+_NOT_AN_AUDIENCE = frozenset({"/.well-known"})
+_PUBLIC_METADATA = "/.well-known/"
+
+
+def client_key(request: Request) -> str:
+    """Who is calling, for the rate limit: the bearer credential if any, else the peer address.
+
+    Hashed, because credentials never go to Redis or logs in clear.
+    """
+    credential = request.headers.get("authorization")
+    if credential:
+        return "cred:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
+    return "ip:" + (request.client.host if request.client else "unknown")
+
+
+class RateLimit:
+    def __init__(self, limiter: RateLimiter, *, per_second: float) -> None:
+        self.limiter = limiter
+        self.per_second = per_second
+
+    async def __call__(self, request: Request, spec: ServiceSpec) -> None:
+        decision = await self.limiter.check(client_key(request))
+        if not decision.allowed:
+            raise Problem(
+                429,
+                f"rate limit of {self.per_second:g} requests/s exceeded; "
+                f"retry after {decision.retry_after_seconds} s",
+                headers={"Retry-After": str(decision.retry_after_seconds)},
+            )
+
+
+class BoundedRevocations(Revocations):
+    """Revocation checks that give up after ``CHECK_TIMEOUT``, as the rate limit does.
+
+    A Redis that accepts connections and never answers would otherwise hold every request
+    carrying a token for the Redis client's socket timeout (2 s) before the refusal. It is
+    still refused (fail closed, 503): only the wait is bounded.
+    """
+
+    async def check(self, token: AccessToken) -> None:
+        try:
+            await asyncio.wait_for(super().check(token), CHECK_TIMEOUT)
+        except TimeoutError:
+            # As a RedisError, so check_bearer answers 503 "revocation status unavailable".
+            raise RedisTimeoutError(f"no answer from Redis within {CHECK_TIMEOUT:g} s") from None
+
+
+class BearerToken:
+    """Verifies a sent bearer token for the audience of the route's service."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        services: tuple[ServiceSpec, ...],
+        keys: KeySource,
+        revocations: Revocations,
+        leeway: float,
+    ) -> None:
+        base = issuer.rstrip("/")
+        self.revocations = revocations
+        self.verifiers = {
+            spec.name: TokenVerifier(
+                issuer=issuer,
+                audience=[base + p for p in spec.prefixes if p not in _NOT_AN_AUDIENCE],
+                keys=keys,
+                leeway=leeway,
+            )
+            for spec in services
+            if any(p not in _NOT_AN_AUDIENCE for p in spec.prefixes)
+        }
+
+    async def __call__(self, request: Request, spec: ServiceSpec) -> None:
+        values = request.headers.getlist("authorization")
+        if not values or request.url.path.startswith(_PUBLIC_METADATA):
+            # Discovery documents and keys are public: a token sent along is not ours to judge.
+            return
+        if len(values) > 1:
+            # RFC 6750 section 3.1 invalid_request, with the challenge a service would send.
+            raise Problem(
+                400,
+                "more than one Authorization header",
+                headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_request"'},
+            )
+        scheme, _, credentials = values[0].partition(" ")
+        if scheme.lower() != "bearer":
+            return  # not ours to judge (e.g. HTTP Basic on a future route); the service decides
+        verifier = self.verifiers.get(spec.name)
+        if verifier is not None:
+            request.state.access_token = await check_bearer(
+                credentials.strip(), verifier, self.revocations
+            )

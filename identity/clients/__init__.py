@@ -1,0 +1,1 @@
+"""Registered OAuth clients: hospital systems, card terminals, administrators."""

@@ -1,0 +1,57 @@
+"""Audiences and scopes the identity service grants.
+
+Scopes follow SMART App Launch v2 (``patient/Observation.rs``, ``user/*.cruds``,
+``system/Claim.c``) plus a few platform scopes. Each terminal purpose grants the holder's
+token only what that counter needs (least privilege), and the card must be enabled for the
+application the purpose belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The applications one card certificate can be enabled for (one certificate, many uses).
+APPLICATIONS = ("health", "medical_insurance", "social_security", "pension", "transit", "library")
+
+# Public path prefix of each resource server; its audience is the issuer URL + prefix.
+RESOURCE_PREFIXES = ("/identity", "/fhir", "/insurance", "/social-security", "/audit")
+
+
+def audiences(issuer: str, prefixes: tuple[str, ...] = RESOURCE_PREFIXES) -> tuple[str, ...]:
+    """RFC 9068 section 3: the resource servers a token is meant for, as their base URLs."""
+    base = issuer.rstrip("/")
+    return tuple(base + p for p in prefixes)
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    """What a terminal is for: the card application it needs and what a tap there grants."""
+
+    application: str
+    scopes: tuple[str, ...]
+    prefixes: tuple[str, ...]
+
+
+PURPOSES: dict[str, Purpose] = {
+    # A hospital registration desk: the patient is present, their records may be read.
+    "registration_desk": Purpose("health", ("patient/*.rs", "presence.health"), ("/fhir",)),
+    # The hospital's billing counter: one-stop settlement of the bill with the card.
+    "hospital_counter": Purpose(
+        "medical_insurance",
+        ("patient/Coverage.rs", "patient/Claim.cr", "insurance.settle"),
+        ("/insurance", "/fhir"),
+    ),
+    "pharmacy": Purpose(
+        "medical_insurance", ("patient/Coverage.rs", "insurance.settle"), ("/insurance",)
+    ),
+    "social_security_office": Purpose("social_security", ("benefits.read",), ("/social-security",)),
+    "pension_office": Purpose("pension", ("benefits.read",), ("/social-security",)),
+    "bus": Purpose("transit", ("transit.ride",), ("/identity",)),
+    "library": Purpose("library", ("library.borrow",), ("/identity",)),
+    # The citizen's own phone reading the card over NFC: their own data, everywhere.
+    "mobile_app": Purpose(
+        "health",
+        ("patient/*.rs", "benefits.read", "card.self", "audit.self"),
+        RESOURCE_PREFIXES,
+    ),
+}
