@@ -119,7 +119,20 @@ def openapi(
         raise typer.Exit(1)
 
 
+# Services contribute their own commands (``onecard card ...``, ``onecard hospital ...``)
+# through this entry-point group, so the kit's command line imports no service.
+PLUGIN_GROUP = "onecard.cli"
+
+
+def _add_plugins() -> None:
+    from importlib.metadata import entry_points
+
+    for plugin in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        app.add_typer(plugin.load(), name=plugin.name)
+
+
 def main() -> None:
+    _add_plugins()
     app()
 
 
