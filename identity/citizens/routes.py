@@ -10,6 +10,7 @@ from identity.citizens import service
 from identity.citizens.schemas import CitizenCreate, CitizenPublic, NationalIdLookup
 from identity.field_crypto import BlindIndex, FieldCipher
 from identity.settings import IdentitySettings
+from services.kit.auth import require_token
 from services.kit.deps import SessionDep
 from services.kit.errors import PROBLEM_JSON
 
@@ -23,12 +24,12 @@ async def _no_store(response: Response) -> None:
     response.headers["Cache-Control"] = "no-store"
 
 
-# Every route here handles personal data. Authorization is one router-level dependency
-# (a token with scope ``citizen.manage``), added to this list.
+# Every route here handles personal data: a registration desk's (or administrator's) token
+# with scope ``citizen.manage``, checked once for the whole router.
 router = APIRouter(
     prefix="/identity/citizens",
     tags=["citizens"],
-    dependencies=[Depends(_no_store)],
+    dependencies=[Depends(_no_store), Depends(require_token("citizen.manage"))],
     responses={422: _problem("The request is not valid; the detail says what is wrong")},
 )
 

@@ -33,6 +33,8 @@ def make_identity_settings(make_settings: Callable[..., Any]) -> Callable[..., I
             "data_key": random_secret(),
             "blind_index_key": random_secret(),
             "key_encryption_key": random_secret(),
+            # The in-process client's base URL: client assertions are addressed to it.
+            "public_url": "http://testserver",
         }
         values.update(overrides)
         settings: IdentitySettings = make_settings(IdentitySettings, **values)
@@ -83,7 +85,7 @@ class IdentityService:
 async def identity_service(
     make_identity_settings: Callable[..., IdentitySettings],
 ) -> AsyncIterator[IdentityService]:
-    settings = make_identity_settings(public_url="http://testserver")
+    settings = make_identity_settings()
     app = create_app(settings)
     async with serve_asgi(app) as http:
         yield IdentityService(app=app, http=http, settings=settings)

@@ -1,34 +1,37 @@
-"""The citizen registry's router in an app of its own, on each test backend."""
+"""The citizen registry through the whole identity service, on each test backend."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 
-import identity
-from identity.citizens.routes import router
+from identity.app import create_app
+from identity.clients.bootstrap import add_client
+from identity.clients.models import ClientKind
 from identity.settings import IdentitySettings
-from services.kit.app import create_service_app
 from services.kit.database import Database
 from tests.harness import serve_asgi
 
-MIGRATIONS = Path(identity.__file__).parent / "migrations"
 
-
-def citizens_app(settings: IdentitySettings, **options: Any) -> FastAPI:
-    return create_service_app(
-        settings=settings,
-        title="onecard identity (citizens)",
-        migrations_dir=MIGRATIONS,
-        routers=[router],
-        **options,
-    )
+@asynccontextmanager
+async def citizens_client(settings: IdentitySettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The identity service in-process, its client holding a registration desk's token."""
+    app = create_app(settings)
+    async with serve_asgi(app) as client:
+        desk = await add_client(
+            app.state.runtime.db,
+            name="registration desk",
+            kind=ClientKind.ADMIN,
+            scopes=["citizen.manage"],
+            base_url=settings.public_url,
+        )
+        client.headers["Authorization"] = f"Bearer {await desk.fetch_token(client)}"
+        yield client
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def settings(make_identity_settings: Callable[..., IdentitySettings]) -> Identit
 
 @pytest.fixture
 async def client(settings: IdentitySettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve_asgi(citizens_app(settings)) as client:
+    async with citizens_client(settings) as client:
         yield client
 
 

@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from identity.citizens.routes import load_crypto
+from identity.app import create_app
 from identity.field_crypto import BlindIndex, KeyConfigurationError
 from identity.national_id import check_character, make_national_id
 from identity.settings import IdentitySettings
 from tests.harness import serve_asgi
-from tests.identity.citizens.conftest import citizens_app, count_rows, raw_rows
+from tests.identity.citizens.conftest import citizens_client, count_rows, raw_rows
 
 NUMBER = "11010519491231002X"  # GB 11643-1999's worked example: female, 1949-12-31
 PSEUDONYM = re.compile(r"cz_[a-z2-7]{26}")
@@ -253,7 +253,7 @@ async def test_the_number_is_never_in_a_response_the_database_or_a_log(
 ) -> None:
     settings: IdentitySettings = make_identity_settings(log_level="DEBUG")
     number = make_national_id(region="510104", birth=date(1988, 8, 8), sequence=88)
-    async with serve_asgi(citizens_app(settings)) as client:
+    async with citizens_client(settings) as client:
         # Start-up configured logging; from here on every record also comes to us, unredacted.
         logging.getLogger().addHandler(records)
         responses = [
@@ -297,7 +297,7 @@ async def test_sm4_gcm_can_be_chosen_for_the_number_at_rest(
     make_identity_settings: Any,
 ) -> None:
     settings: IdentitySettings = make_identity_settings(field_cipher="sm4-gcm")
-    async with serve_asgi(citizens_app(settings)) as client:
+    async with citizens_client(settings) as client:
         created = await client.post("/identity/citizens", json=registration())
         assert created.status_code == 201
         found = await client.post("/identity/citizens/lookup", json={"national_id": NUMBER})
@@ -309,7 +309,7 @@ async def test_sm4_gcm_can_be_chosen_for_the_number_at_rest(
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 async def test_a_malformed_key_stops_the_service_at_start_up(make_identity_settings: Any) -> None:
     settings: IdentitySettings = make_identity_settings(data_key="too-short-to-be-a-key")
-    app = citizens_app(settings, on_startup=load_crypto)
+    app = create_app(settings)
     with pytest.raises(KeyConfigurationError, match="ONECARD_DATA_KEY"):
         async with serve_asgi(app):
             pass
@@ -318,3 +318,13 @@ async def test_a_malformed_key_stops_the_service_at_start_up(make_identity_setti
 async def _rows_for(settings: IdentitySettings, number: str) -> int:
     index = BlindIndex.from_settings(settings).digest(number, purpose="citizen.national_id")
     return sum(1 for row in await raw_rows(settings) if row["national_id_index"] == index)
+
+
+async def test_the_registry_needs_a_registration_desk_token(
+    client: httpx.AsyncClient,
+) -> None:
+    anonymous = await client.post(
+        "/identity/citizens", json=registration(), headers={"Authorization": ""}
+    )
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
