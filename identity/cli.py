@@ -68,3 +68,25 @@ def rotate_keys() -> None:
 
     kid = asyncio.run(run())
     console.print(f"signing with key [bold]{kid}[/bold]; identity processes switch within 10 s")
+
+
+@app.command("rollover-ca")
+def rollover_ca() -> None:
+    """Make a new issuing CA current; cards issued under the old one keep verifying."""
+    from identity.pki.service import PkiService
+
+    settings = IdentitySettings()
+
+    async def run() -> str:
+        db = Database.for_settings(settings)
+        pki = PkiService(settings)
+        try:
+            await pki.start(db=db)
+            async with db.sessionmaker() as session, session.begin():
+                ca = await pki.rollover_issuing_ca(session=session)
+            return ca.kid
+        finally:
+            await db.dispose()
+
+    kid = asyncio.run(run())
+    console.print(f"issuing CA [bold]{kid}[/bold] is current; the previous one is retired")
