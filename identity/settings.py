@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from services.kit.settings import Environment, ServiceSettings
 
@@ -33,6 +33,8 @@ class IdentitySettings(ServiceSettings):
     blind_index_key: SecretStr | None = None
     # Passphrase that encrypts CA and token-signing private keys at rest (PKCS#8, scrypt).
     key_encryption_key: SecretStr | None = None
+    # 3-digit region code in the card serials this province issues (C<region><9 digits><check>).
+    card_region: str = Field(default="000", pattern=r"^[0-9]{3}$")
     # Access-token lifetime; DESIGN.md caps it at 300 s.
     access_token_seconds: int = 300
 

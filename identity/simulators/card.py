@@ -117,7 +117,9 @@ def _b64(data: bytes) -> str:
 class _State:
     """Everything in the card file."""
 
-    serial: str
+    # None until the card is issued: the issuer assigns the serial after the key pair exists,
+    # and the card learns it from its certificate (or from assign_serial).
+    serial: str | None
     private_key_pem: str
     certificate_pem: str | None = None
     pin: _Secret | None = None
@@ -145,6 +147,11 @@ class _State:
             raise CardError(f"the card file is corrupt: {type(exc).__name__}") from None
 
 
+def _check_serial(serial: str) -> None:
+    if not _SERIAL.match(serial):
+        raise CardError("a card serial is 1-64 characters of A-Z a-z 0-9 -")
+
+
 def _check_digits(value: str, length: int, what: str) -> None:
     if len(value) != length or not value.isascii() or not value.isdigit():
         raise CardError(f"a {what} is exactly {length} digits")
@@ -162,15 +169,19 @@ class VirtualCard:
         self._key = key
 
     def __repr__(self) -> str:
-        return f"VirtualCard(serial={self.serial!r}, path={str(self._path)!r})"
+        return f"VirtualCard(serial={self._state.serial!r}, path={str(self._path)!r})"
 
     # -- life of the file ------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], serial: str) -> VirtualCard:
-        """A new card: the key pair is generated here, on the card (EC P-256)."""
-        if not _SERIAL.match(serial):
-            raise CardError("a card serial is 1-64 characters of A-Z a-z 0-9 -")
+    def create(cls, path: str | os.PathLike[str], serial: str | None = None) -> VirtualCard:
+        """A new card: the key pair is generated here, on the card (EC P-256).
+
+        Without ``serial`` the card gets one when it is issued (the issuer assigns it and the
+        certificate carries it): see :meth:`install_certificate` and :meth:`assign_serial`.
+        """
+        if serial is not None:
+            _check_serial(serial)
         key = ec.generate_private_key(ec.SECP256R1())
         pem = key.private_bytes(
             serialization.Encoding.PEM,
@@ -216,7 +227,14 @@ class VirtualCard:
 
     @property
     def serial(self) -> str:
+        """The card serial; CardStateError before the card was issued one."""
+        if self._state.serial is None:
+            raise CardStateError("the card has no serial yet: it is assigned when it is issued")
         return self._state.serial
+
+    @property
+    def has_serial(self) -> bool:
+        return self._state.serial is not None
 
     @property
     def public_key(self) -> ec.EllipticCurvePublicKey:
@@ -254,14 +272,15 @@ class VirtualCard:
     # -- personalization -------------------------------------------------------------------
 
     def csr(self, pseudonym: str) -> str:
-        """A PKCS#10 request (RFC 2986) for the card's key, signed by the card."""
+        """A PKCS#10 request (RFC 2986) for the card's key, signed by the card.
+
+        The subject names the holder (CN) and, once the card has one, its serial.
+        """
         self._refuse_if_dead()
-        subject = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COMMON_NAME, pseudonym),
-                x509.NameAttribute(NameOID.SERIAL_NUMBER, self.serial),
-            ]
-        )
+        attributes = [x509.NameAttribute(NameOID.COMMON_NAME, pseudonym)]
+        if self._state.serial is not None:
+            attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, self._state.serial))
+        subject = x509.Name(attributes)
         request = x509.CertificateSigningRequestBuilder().subject_name(subject)
         return (
             request.sign(self._key, hashes.SHA256())
@@ -269,8 +288,21 @@ class VirtualCard:
             .decode()
         )
 
+    def assign_serial(self, serial: str) -> None:
+        """Write the serial the issuer assigned; once only (a card keeps its serial for life)."""
+        self._refuse_if_dead()
+        _check_serial(serial)
+        if self._state.serial is not None and self._state.serial != serial:
+            raise CardStateError(f"the card already has serial {self._state.serial}")
+        self._state.serial = serial
+        self._save()
+
     def install_certificate(self, pem: str | bytes) -> None:
-        """Store the card's certificate; it must certify this card's own key."""
+        """Store the card's certificate; it must certify this card's own key.
+
+        A card without a serial takes the one the certificate names (subject serialNumber);
+        a card with one refuses a certificate naming another.
+        """
         self._refuse_if_dead()
         data = pem.encode() if isinstance(pem, str) else pem
         try:
@@ -279,6 +311,13 @@ class VirtualCard:
             raise CardError("not a PEM certificate") from None
         if certificate.public_key() != self.public_key:
             raise CardError("the certificate is for another key, not this card's")
+        named = certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+        serial = str(named[0].value) if named else None
+        if serial is not None and self._state.serial not in (None, serial):
+            raise CardError(f"the certificate is for card {serial}, not this card ({self.serial})")
+        if serial is not None:
+            _check_serial(serial)
+            self._state.serial = serial
         self._state.certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
         self._save()
 

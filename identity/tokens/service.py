@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from identity.scopes import audiences
 from identity.tokens.forms import OAuthError
 from identity.tokens.issuer import IssuedToken, TokenIssuer
 from identity.tokens.models import RevokedToken
+from services.kit.auth import check_scope_syntax
 from services.kit.revocation import Revocations
 from services.kit.sqltypes import utcnow
 from services.kit.tokens import AccessToken, TokenError, TokenVerifier, scope_allows
@@ -21,6 +23,10 @@ from services.kit.tokens import AccessToken, TokenError, TokenVerifier, scope_al
 # possession of a software-secured key.
 INSTITUTION_ACR = "3"
 INSTITUTION_AMR = ("swk",)
+
+# RFC 8693 section 2.1 and 3.
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
 
 
 def grant_scopes(*, allowed: str, requested: str | None) -> list[str]:
@@ -48,6 +54,67 @@ def client_credentials(
         audience=audiences(issuer.issuer),
         acr=INSTITUTION_ACR,
         amr=INSTITUTION_AMR,
+    )
+
+
+def exchange(
+    *,
+    client: Client,
+    issuer: TokenIssuer,
+    subject: AccessToken,
+    audience: str | None,
+    scope: str | None,
+) -> IssuedToken:
+    """RFC 8693: a token for the same subject, narrower (audience, scope), naming ``client``.
+
+    Never wider: each requested scope must be granted by the subject token (SMART wildcards
+    understood, so ``patient/*.rs`` narrows to ``patient/Observation.rs``), the audience must be
+    one of its audiences, and the new token expires no later than it. Subject, assurance
+    (acr, amr), card and session carry over, so revoking the card or ending the session
+    reaches the new token too.
+    """
+    if audience is None:
+        targets = list(subject.aud)
+    elif audience in subject.aud:
+        targets = [audience]
+    else:
+        # Section 2.2.2: invalid_target, the audience is not one the subject token may reach.
+        raise OAuthError("invalid_target", "audience is not among the subject token's audiences")
+    if scope:
+        wanted = scope.split()
+        for name in wanted:
+            try:
+                check_scope_syntax(name)
+            except ValueError as exc:
+                raise OAuthError("invalid_scope", str(exc)) from None
+        wider = [s for s in wanted if not scope_allows(subject.scope, s)]
+        if wider:
+            raise OAuthError(
+                "invalid_scope", f"scope not granted by the subject token: {' '.join(wider)}"
+            )
+        scopes: list[str] = wanted
+    else:
+        scopes = sorted(subject.scope)
+    # Whole seconds, one short of the subject's: the issuer's clock may tick between here and
+    # its own reading, and the new token must never outlive the one it came from.
+    remaining = int(subject.exp - time.time()) - 1
+    if remaining < 1:
+        raise OAuthError("invalid_request", "subject_token: expires too soon to exchange")
+    # Section 4.1: the current actor on top, the earlier chain of actors nested inside.
+    act: dict[str, Any] = {"sub": client.client_id}
+    if subject.act is not None:
+        act["act"] = subject.act
+    return issuer.issue(
+        subject=subject.sub,
+        client_id=client.client_id,
+        scopes=scopes,
+        audience=targets,
+        acr=subject.acr,
+        amr=subject.amr,
+        act=act,
+        card=subject.card,
+        sid=subject.sid,
+        lifetime=remaining,
     )
 
 

@@ -1,0 +1,155 @@
+"""``onecard terminal ...``: register a card terminal, tap a virtual card at one, redeem a QR."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import httpx
+import typer
+from rich.console import Console
+
+from identity.simulators.card import CardError, VirtualCard
+from identity.simulators.client import ClientCredentials
+from identity.simulators.terminal import (
+    FlowError,
+    TapResult,
+    VirtualTerminal,
+    register,
+    tap,
+)
+
+app = typer.Typer(
+    no_args_is_help=True, help="Card terminals: register one, tap a virtual card at one."
+)
+console = Console()
+errors = Console(stderr=True)
+
+T = TypeVar("T")
+
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(help="Gateway URL, e.g. http://127.0.0.1:8000 (default: the credentials')."),
+]
+
+
+def _credentials(path: Path, base_url: str | None) -> ClientCredentials:
+    try:
+        credentials = ClientCredentials.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        errors.print(f"[red]cannot read terminal credentials {path}:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if base_url:
+        credentials.base_url = base_url.rstrip("/")
+    return credentials
+
+
+def _run(base_url: str, flow: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+            return await flow(http)
+
+    try:
+        return asyncio.run(run())
+    except FlowError as exc:
+        hint = f" (retry after {exc.retry_after} s)" if exc.retry_after else ""
+        code = f" [{exc.code}]" if exc.code else ""
+        errors.print(f"[red]{exc}[/red]{code}{hint}")
+        raise typer.Exit(1) from None
+    except CardError as exc:
+        errors.print(f"[red]the card refused:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as exc:
+        errors.print(f"[red]cannot reach {base_url}:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _show(result: TapResult, show_token: bool) -> None:
+    # Our own fresh token, printed for the operator to read: its claims, decoded, unverified.
+    console.print_json(json.dumps(result.claims))
+    if show_token:
+        console.print(result.access_token, soft_wrap=True)
+
+
+@app.command("tap")
+def tap_command(
+    terminal: Annotated[Path, typer.Option(help="The terminal's client credentials file.")],
+    card: Annotated[Path, typer.Option(help="The virtual card file (onecard card ...).")],
+    pin: Annotated[
+        bool, typer.Option("--pin", help="Enter the PIN (asked hidden): card + PIN is acr 2.")
+    ] = False,
+    base_url: BaseUrl = None,
+    show_token: Annotated[bool, typer.Option(help="Print the token itself too.")] = False,
+) -> None:
+    """Tap a card at a terminal (the real flow, through the gateway); print the token's claims."""
+    credentials = _credentials(terminal, base_url)
+    try:
+        virtual_card = VirtualCard.load(card)
+    except CardError as exc:
+        errors.print(f"[red]cannot read the card:[/red] {exc}")
+        raise typer.Exit(2) from None
+    # The PIN goes to the card only, never over the network.
+    secret = typer.prompt("PIN", hide_input=True) if pin else None
+    device = VirtualTerminal(credentials)
+    result = _run(
+        credentials.base_url, lambda http: tap(http, terminal=device, card=virtual_card, pin=secret)
+    )
+    _show(result, show_token)
+
+
+@app.command("redeem-qr")
+def redeem_qr_command(
+    terminal: Annotated[Path, typer.Option(help="The terminal's client credentials file.")],
+    qr: Annotated[str, typer.Option(help="The scanned QR payload.")],
+    base_url: BaseUrl = None,
+    show_token: Annotated[bool, typer.Option(help="Print the token itself too.")] = False,
+) -> None:
+    """Redeem a scanned e-card QR code at a terminal; print the holder token's claims."""
+    credentials = _credentials(terminal, base_url)
+    device = VirtualTerminal(credentials)
+    _show(_run(credentials.base_url, lambda http: device.redeem_qr(http, qr)), show_token)
+
+
+@app.command("register")
+def register_command(
+    admin: Annotated[
+        Path, typer.Option(help="Credentials of an admin client allowed terminal.manage.")
+    ],
+    facility: Annotated[str, typer.Option(help="Where the terminal stands.")],
+    purpose: Annotated[str, typer.Option(help="registration_desk, pharmacy, bus, ...")],
+    out: Annotated[Path, typer.Option(help="Where to write the terminal's credentials (0600).")],
+    name: Annotated[str | None, typer.Option(help="A name for people.")] = None,
+    base_url: BaseUrl = None,
+) -> None:
+    """Register a terminal; write its credentials file and, beside it, its certificate (.pem).
+
+    The terminal's key pair is made here and only its CSR is sent.
+    """
+    credentials = _credentials(admin, base_url)
+
+    async def flow(http: httpx.AsyncClient) -> str:
+        admin_token = await credentials.fetch_token(http, "terminal.manage")
+        registered = await register(
+            http,
+            admin_token=admin_token,
+            facility=facility,
+            purpose=purpose,
+            name=name,
+            base_url=credentials.base_url,
+        )
+        registered.credentials.save(out)
+        out.with_suffix(".pem").write_text(registered.certificate_pem)
+        return registered.credentials.client_id
+
+    try:
+        terminal_id = _run(credentials.base_url, flow)
+    except RuntimeError as exc:  # the admin token was refused
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    errors.print(
+        f"registered terminal [bold]{terminal_id}[/bold] ({purpose} at {facility}); "
+        f"credentials in {out}, certificate in {out.with_suffix('.pem')}"
+    )
