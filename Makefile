@@ -13,9 +13,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-## Start every service on the embedded default (SQLite + embedded Redis); Ctrl-C stops them.
+## Start every service on the embedded default (SQLite + embedded Redis), seed the demo
+## province under var/demo/ once, print what to try; Ctrl-C stops them.
 run: $(STAMP)
-	$(BIN)/onecard up
+	$(BIN)/onecard up --demo
 
 ## Lint, type-check, check the architecture, then the whole test suite.
 test: lint

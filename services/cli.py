@@ -36,6 +36,9 @@ def up(
     only: Annotated[
         list[str] | None, typer.Option(help="Start only these services (repeatable).")
     ] = None,
+    demo: Annotated[
+        bool, typer.Option(help="Seed a demo province (once) and print what to try.")
+    ] = False,
 ) -> None:
     """Start every service, wait until all are ready, print the URLs; Ctrl-C stops them all."""
     from services.launcher import Launcher, LaunchError, run
@@ -45,6 +48,7 @@ def up(
     )
 
     def ready() -> None:
+        hints = _seed_demo(launcher, f"http://127.0.0.1:{port}") if demo else []
         table = Table(title="onecard is up", show_lines=False)
         table.add_column("service")
         table.add_column("url")
@@ -55,12 +59,33 @@ def up(
         gateway = f"http://127.0.0.1:{port}"
         console.print(f"Public entry: [bold]{gateway}[/bold]  (Ctrl-C stops everything)")
         console.print(f"Try:  curl -s {gateway}/healthz")
+        for line in hints:
+            console.print(line, soft_wrap=True)
 
     try:
         run(launcher, on_ready=ready, say=console.print)
     except LaunchError as exc:
         console.print(f"[red]could not start onecard:[/red] {exc}")
         raise typer.Exit(1) from None
+
+
+# Services seed their part of the demo province through this entry-point group: each is an
+# ``async def seed(*, base_url, var_dir) -> list[str]`` returning what a newcomer can try.
+DEMO_GROUP = "onecard.demo"
+
+
+def _seed_demo(launcher: Any, base_url: str) -> list[str]:
+    import asyncio
+    import os
+    from importlib.metadata import entry_points
+
+    # The seeders read their settings like the services do: from the same environment.
+    os.environ.update(launcher.environment())
+    hints: list[str] = []
+    for plugin in sorted(entry_points(group=DEMO_GROUP), key=lambda e: e.name):
+        console.print(f"seeding the demo province: {plugin.name} ...")
+        hints += asyncio.run(plugin.load()(base_url=base_url, var_dir=launcher.var_dir))
+    return hints
 
 
 @app.command()
