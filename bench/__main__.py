@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from bench import BenchmarkError, gateway_overhead, machine
+from bench import BenchmarkError, gateway_overhead, machine, terminal_auth, tokens
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,16 @@ BENCHMARKS: list[Benchmark] = [
         "gateway",
         "Gateway overhead: the same request direct and through the gateway (issue 2)",
         gateway_overhead.run,
+    ),
+    Benchmark(
+        "tokens",
+        "Token verifications/s: the kit's verifier against raw ES256 (issue 3)",
+        tokens.run,
+    ),
+    Benchmark(
+        "terminal-auth",
+        "Terminal authentications/s through the gateway, concurrency 16 (issue 3)",
+        terminal_auth.run,
     ),
 ]
 

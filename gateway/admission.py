@@ -1,12 +1,16 @@
 """The checks a request passes before the gateway forwards it, in order.
 
-1. The per-client rate limit (cheapest first: a flood is refused before any crypto).
+1. The per-address rate limit, generous (many users may share one address), on every request
+   before any crypto: a flood is refused cheaply, made-up tokens included.
 2. The bearer token, when one is sent: verified for the audience of the service the route
    belongs to and checked for revocation, exactly as the service will check it again (defence
    in depth, DESIGN.md "Public entry"). Routes that need no token (the JWKS, the token endpoint)
    pass without one; each service decides which of its routes require one.
+3. The per-client rate limit, keyed by who is verifiably calling: the verified token's
+   ``client_id`` and ``sub``, else (no token, or one not ours to judge) the peer address. Never
+   by the unverified ``Authorization`` value: every made-up token would get a fresh budget.
 
-The graded-protection policy joins as a third link with the audit issue.
+The graded-protection policy joins as a fourth link with the audit issue.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import Request
 
-from gateway.ratelimit import CHECK_TIMEOUT, RateLimiter
+from gateway.ratelimit import CHECK_TIMEOUT, Limit, RateLimiter
 from services.kit.auth import REALM, check_bearer
 from services.kit.errors import Problem
 from services.kit.revocation import Revocations
@@ -32,28 +36,45 @@ _NOT_AN_AUDIENCE = frozenset({"/.well-known"})
 _PUBLIC_METADATA = "/.well-known/"
 
 
-def client_key(request: Request) -> str:
-    """Who is calling, for the rate limit: the bearer credential if any, else the peer address.
+def peer_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
-    Hashed, because credentials never go to Redis or logs in clear.
+
+def client_key(request: Request) -> str:
+    """Who is calling, for the per-client limit: the verified token's client and subject if
+    the bearer check accepted one, else the peer address.
+
+    Hashed, because token claims go to Redis keys only in a form that names no one.
     """
-    credential = request.headers.get("authorization")
-    if credential:
-        return "cred:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
-    return "ip:" + (request.client.host if request.client else "unknown")
+    token: AccessToken | None = getattr(request.state, "access_token", None)
+    if token is not None:
+        principal = f"{token.client_id}\x00{token.sub}".encode()
+        return "tok:" + hashlib.sha256(principal).hexdigest()[:32]
+    return "ip:" + peer_address(request)
 
 
 class RateLimit:
-    def __init__(self, limiter: RateLimiter, *, per_second: float) -> None:
+    """One rate limit, applied to the caller ``key`` names."""
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        limit: Limit,
+        *,
+        key: Callable[[Request], str],
+        what: str = "",
+    ) -> None:
         self.limiter = limiter
-        self.per_second = per_second
+        self.limit = limit
+        self.key = key
+        self.what = what
 
     async def __call__(self, request: Request, spec: ServiceSpec) -> None:
-        decision = await self.limiter.check(client_key(request))
+        decision = await self.limiter.check(self.limit, self.key(request))
         if not decision.allowed:
             raise Problem(
                 429,
-                f"rate limit of {self.per_second:g} requests/s exceeded; "
+                f"rate limit of {self.limit.per_second:g} requests/s{self.what} exceeded; "
                 f"retry after {decision.retry_after_seconds} s",
                 headers={"Retry-After": str(decision.retry_after_seconds)},
             )

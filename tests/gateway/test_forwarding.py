@@ -305,6 +305,29 @@ async def test_through_a_real_server_date_and_server_headers_appear_once(
     assert len(response.headers.get_list("server")) == 1
 
 
+async def test_empty_bodies_and_head_answers_complete_through_a_real_server(
+    gateway_settings: MakeSettings, upstream: RunningDouble
+) -> None:
+    # The relay ends a response with the chunk that completes its declared length; one with
+    # nothing to send (no content, a HEAD answer) must still be completed.
+    upstream.script("empty", headers=[(b"content-length", b"0")])
+    upstream.script("nothing", status=204)
+    body = b"twelve bytes"
+    upstream.script("sized", headers=[(b"content-length", str(len(body)).encode())], body=body)
+    with gateway_server(create_app(gateway_settings(routed(upstream)))) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=5) as client:
+            empty = await client.get("/fhir/empty")
+            nothing = await client.delete("/fhir/nothing")
+            head = await client.head("/fhir/sized")
+            sized = await client.get("/fhir/sized")
+    assert (empty.status_code, empty.content) == (200, b"")
+    assert (nothing.status_code, nothing.content) == (204, b"")
+    assert head.status_code == 200
+    assert head.headers["content-length"] == str(len(body))
+    assert head.content == b""
+    assert sized.content == body
+
+
 # --- Streaming ----------------------------------------------------------------------------
 
 

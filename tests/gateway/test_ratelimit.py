@@ -1,8 +1,10 @@
-"""The per-client rate limit, kept in the backend's real Redis, and what happens without Redis."""
+"""The rate limits (per address, per client), kept in the backend's real Redis, and what happens
+without Redis."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -10,8 +12,10 @@ from collections.abc import Callable
 import pytest
 
 from gateway.app import create_app
+from gateway.ratelimit import Limit, RateLimiter
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import RunningDouble, TokenIssuer, silent_server
+from services.kit.redis import connect as redis_connect
+from tests.gateway.conftest import RunningDouble, TokenIssuer, new_key, silent_server
 from tests.harness import serve_asgi
 
 MakeSettings = Callable[..., GatewaySettings]
@@ -148,3 +152,114 @@ async def test_a_redis_that_hangs_delays_callers_only_briefly(
             elapsed = time.monotonic() - started
     assert statuses == [200] * 5
     assert elapsed < 1.5
+
+
+# --- Who is a client: the verified token, never the unverified header ---------------------
+
+
+async def test_made_up_tokens_get_no_budgets_of_their_own(
+    gateway_settings: MakeSettings, upstream: RunningDouble, issuer: TokenIssuer
+) -> None:
+    # Keyed by the Authorization value, every invented token was a fresh budget and one more
+    # signature check. Before any crypto, all of them count against their address.
+    settings = gateway_settings(
+        {"identity": upstream.url},
+        rate_limit_per_address_per_second=0.5,
+        rate_limit_per_address_burst=3,
+    )
+    forged = [{"Authorization": issuer.bearer(key=new_key(), sub=f"p-{n}")} for n in range(5)]
+    async with serve_asgi(create_app(settings)) as client:
+        statuses = [(await client.get("/identity/me", headers=h)).status_code for h in forged]
+        refused = await client.get("/identity/me", headers=forged[0])
+    # Three signature checks fail (401); then the address is refused before any is made.
+    assert statuses == [401, 401, 401, 429, 429]
+    assert refused.status_code == 429
+    assert refused.headers["content-type"] == PROBLEM
+    assert "from one address" in refused.json()["detail"]
+    assert int(refused.headers["retry-after"]) >= 1
+    assert upstream.seen == []
+
+
+async def test_a_client_holding_many_tokens_still_has_one_budget(
+    gateway_settings: MakeSettings, upstream: RunningDouble, issuer: TokenIssuer
+) -> None:
+    # Fresh tokens (new jti) for the same client and subject: one budget between them.
+    settings = gateway_settings(
+        {"identity": upstream.url}, rate_limit_per_second=0.5, rate_limit_burst=2
+    )
+    tokens = [{"Authorization": issuer.bearer(sub="p-alice")} for _ in range(3)]
+    async with serve_asgi(create_app(settings)) as client:
+        statuses = [(await client.get("/identity/me", headers=t)).status_code for t in tokens]
+    assert statuses == [200, 200, 429]
+
+
+async def test_the_address_limit_spans_every_client_behind_the_address(
+    gateway_settings: MakeSettings, upstream: RunningDouble, issuer: TokenIssuer
+) -> None:
+    # Per-client budgets to spare, but the address as a whole has had its share.
+    settings = gateway_settings(
+        {"identity": upstream.url},
+        rate_limit_per_address_per_second=0.5,
+        rate_limit_per_address_burst=4,
+    )
+    people = [{"Authorization": issuer.bearer(sub=f"p-{n}")} for n in range(3)]
+    async with serve_asgi(create_app(settings)) as client:
+        statuses = [
+            (await client.get("/identity/me", headers=h)).status_code for h in people + people
+        ]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+# --- Batches: cells taken from Redis several at a time, the budget still shared -----------
+
+
+async def test_gateways_taking_cells_in_batches_still_share_one_budget(
+    make_settings: Callable[..., GatewaySettings],
+) -> None:
+    # A burst of 100 at 10/s lets each limiter take up to 10 cells per script call. Two
+    # limiters (two gateways) on one Redis, asked 150 times in turn within well under a
+    # second, admit the burst give or take what batching may hold back or add: at most 9
+    # cells per gateway either way, and the 10/s refill over the elapsed time.
+    settings = make_settings(GatewaySettings)
+    connection = redis_connect(
+        url=settings.redis_url, var_dir=settings.var_dir, prefix=settings.redis_prefix
+    )
+    limit = Limit("test", per_second=10, burst=100)
+    assert limit.max_batch == 10
+    limiters = [RateLimiter(connection), RateLimiter(connection)]
+    try:
+        started = time.monotonic()
+        decisions = [await limiters[n % 2].check(limit, "alice") for n in range(150)]
+        elapsed = time.monotonic() - started
+    finally:
+        await connection.close()
+    admitted = sum(d.allowed for d in decisions)
+    refill = math.ceil(10 * elapsed)
+    assert not any(d.degraded for d in decisions)
+    assert 100 - 2 * 9 <= admitted <= 100 + 2 * 9 + refill
+    refused = [d for d in decisions if not d.allowed]
+    assert refused
+    assert all(d.retry_after_seconds >= 1 for d in refused)
+
+
+async def test_a_slow_client_takes_one_cell_at_a_time(
+    make_settings: Callable[..., GatewaySettings],
+) -> None:
+    # A batch follows the client's own pace: one request now and then never takes (and lets
+    # lapse) more than the one cell it spends, so its budget is not drained by batching.
+    settings = make_settings(GatewaySettings)
+    connection = redis_connect(
+        url=settings.redis_url, var_dir=settings.var_dir, prefix=settings.redis_prefix
+    )
+    limit = Limit("test", per_second=10, burst=100)
+    limiter = RateLimiter(connection)
+    other_gateway = RateLimiter(connection)
+    try:
+        for _ in range(3):
+            assert (await limiter.check(limit, "bob")).allowed
+            await asyncio.sleep(0.6)  # slower than half a batch lifetime per request
+        # Everything but the three cells spent is still there for another gateway.
+        others = [await other_gateway.check(limit, "bob") for _ in range(97)]
+    finally:
+        await connection.close()
+    assert all(d.allowed for d in others)
