@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from health.settings import HealthSettings
+from health.smart import router as smart_router
 from services.kit.app import create_service_app
 
 
@@ -16,4 +17,5 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
         title="onecard health record store",
         description="FHIR R4 electronic health record store.",
         migrations_dir=Path(__file__).parent / "migrations",
+        routers=[smart_router],
     )
