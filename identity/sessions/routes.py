@@ -8,14 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
 
 from identity.sessions import service
 from identity.sessions.schemas import AppChallengeRequest, AppSessionCreate, SessionTokensPublic
 from identity.terminals.routes import (
-    NO_STORE,
     TAP_REFUSALS,
     AuthenticatorDep,
+    challenge_response,
     problem,
     token_json,
 )
@@ -35,15 +34,8 @@ router = APIRouter(prefix="/identity/app", tags=["app sessions"])
 )
 async def new_app_challenge(data: AppChallengeRequest, authenticator: AuthenticatorDep) -> Any:
     # Public by design, like a login page; the gateway's per-client rate limit bounds it.
-    issued = await authenticator.challenge(terminal=app_terminal(data.installation_id))
-    return JSONResponse(
-        {
-            "nonce": issued.nonce,
-            "expires_in": issued.expires_in,
-            "domain": issued.domain,
-            "terminal_id": issued.terminal_id,
-        },
-        headers=NO_STORE,
+    return challenge_response(
+        await authenticator.challenge(terminal=app_terminal(data.installation_id))
     )
 
 

@@ -19,7 +19,12 @@ from identity.terminals.schemas import (
     TerminalPublic,
     TokenResponse,
 )
-from identity.terminals.service import TERMINAL_SCOPE, CardAuthenticator, Terminal
+from identity.terminals.service import (
+    TERMINAL_SCOPE,
+    CardAuthenticator,
+    IssuedChallenge,
+    Terminal,
+)
 from identity.tokens.issuer import IssuedToken, TokenIssuer
 from services.kit.app import Runtime
 from services.kit.auth import require_token
@@ -137,14 +142,8 @@ async def read_terminal(
     return service.public_view(client, row)
 
 
-@router.post(
-    "/challenges",
-    summary="A challenge for the card: 256-bit nonce bound to this terminal, single use, 120 s",
-    response_model=Challenge,
-    responses={403: problem("The token is not an active registered terminal's own")},
-)
-async def new_challenge(terminal: CurrentTerminal, authenticator: AuthenticatorDep) -> Any:
-    issued = await authenticator.challenge(terminal=terminal)
+def challenge_response(issued: IssuedChallenge) -> JSONResponse:
+    """What a terminal (or the phone acting as one) receives to hand to the card."""
     return JSONResponse(
         {
             "nonce": issued.nonce,
@@ -154,6 +153,16 @@ async def new_challenge(terminal: CurrentTerminal, authenticator: AuthenticatorD
         },
         headers=NO_STORE,
     )
+
+
+@router.post(
+    "/challenges",
+    summary="A challenge for the card: 256-bit nonce bound to this terminal, single use, 120 s",
+    response_model=Challenge,
+    responses={403: problem("The token is not an active registered terminal's own")},
+)
+async def new_challenge(terminal: CurrentTerminal, authenticator: AuthenticatorDep) -> Any:
+    return challenge_response(await authenticator.challenge(terminal=terminal))
 
 
 @router.post(
