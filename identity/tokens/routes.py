@@ -75,7 +75,8 @@ async def discovery(request: Request) -> dict[str, Any]:
         "introspection_endpoint": issuer + INTROSPECT_PATH,
         "revocation_endpoint": issuer + REVOKE_PATH,
         "grant_types_supported": list(GRANT_TYPES),
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        # "none": the mobile app is a public client; it presents only its rotating refresh token.
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": [ALGORITHM],
         "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
         "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],

@@ -26,7 +26,7 @@ async def test_discovery_and_jwks_publish_the_current_and_next_keys(
     config = (await identity_service.http.get("/.well-known/openid-configuration")).json()
     assert config["issuer"] == "http://testserver"
     assert config["token_endpoint"] == "http://testserver/identity/oauth2/token"
-    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]
     jwks = (await identity_service.http.get("/.well-known/jwks.json")).json()
     assert len(jwks["keys"]) == 2
     assert {k["alg"] for k in jwks["keys"]} == {"ES256"}
