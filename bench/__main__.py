@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from bench import BenchmarkError, gateway_overhead, machine, terminal_auth, tokens
+from bench import (
+    BenchmarkError,
+    audit_append,
+    gateway_overhead,
+    machine,
+    terminal_auth,
+    tokens,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,11 @@ BENCHMARKS: list[Benchmark] = [
         "terminal-auth",
         "Terminal authentications/s through the gateway, concurrency 16 (issue 3)",
         terminal_auth.run,
+    ),
+    Benchmark(
+        "audit-append",
+        "Durable audit appends/s at concurrency 16, on PostgreSQL (issue 4)",
+        audit_append.run,
     ),
 ]
 
