@@ -144,6 +144,13 @@ def openapi(
         raise typer.Exit(1)
 
 
+def _add_audit() -> None:
+    # The audit ledger lives in this package; its command imports its heavy parts lazily.
+    from services.audit.cli import app as audit_app
+
+    app.add_typer(audit_app, name="audit")
+
+
 # Services contribute their own commands (``onecard card ...``, ``onecard hospital ...``)
 # through this entry-point group, so the kit's command line imports no service.
 PLUGIN_GROUP = "onecard.cli"
@@ -157,6 +164,7 @@ def _add_plugins() -> None:
 
 
 def main() -> None:
+    _add_audit()
     _add_plugins()
     app()
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.audit.checkpoints import Checkpointer, TreeCache, load_or_create_key
 from services.audit.ledger import Ledger
 from services.audit.routes import router
 from services.audit.settings import AuditSettings
@@ -13,12 +14,22 @@ from services.kit.app import create_service_app
 
 
 async def start(app: FastAPI) -> None:
-    app.state.ledger = Ledger(
-        app.state.runtime.db, algorithm=app.state.runtime.settings.hash_algorithm
+    settings: AuditSettings = app.state.runtime.settings
+    db = app.state.runtime.db
+    app.state.ledger = Ledger(db, algorithm=settings.hash_algorithm)
+    key = await load_or_create_key(db, settings.checkpoint_key_secret())
+    app.state.checkpoint_key = key
+    app.state.checkpointer = Checkpointer(
+        db, key, origin=settings.origin(), algorithm=settings.hash_algorithm
     )
+    app.state.trees = TreeCache(db, algorithm=settings.hash_algorithm)
+    app.state.checkpointer.start(settings.checkpoint_interval)
 
 
 async def stop(app: FastAPI) -> None:
+    checkpointer: Checkpointer | None = getattr(app.state, "checkpointer", None)
+    if checkpointer is not None:
+        await checkpointer.stop()
     ledger: Ledger | None = getattr(app.state, "ledger", None)
     if ledger is not None:
         await ledger.close()

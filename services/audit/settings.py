@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from typing import ClassVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr
 
 from services.audit.merkle import HashAlgorithm
-from services.kit.settings import ServiceSettings
+from services.kit.settings import PLACEHOLDER_SECRETS, Environment, ServiceSettings
 
 
 class AuditSettings(ServiceSettings):
@@ -13,3 +16,32 @@ class AuditSettings(ServiceSettings):
 
     # Hash of the Merkle tree (RFC 9162 uses SHA-256; SM3, GB/T 32905, is selectable).
     hash_algorithm: HashAlgorithm = HashAlgorithm.SHA256
+    # Secret from which HKDF derives the passphrase of the checkpoint-signing key at rest.
+    # Deliberately not in ``secret_fields``: only the ledger process that signs needs it, and
+    # it refuses to start without a real one outside development and tests
+    # (``checkpoint_key_secret``); an auditor running ``onecard audit verify`` reads only
+    # public keys and must not have to hold it.
+    checkpoint_key_encryption_key: SecretStr | None = None
+    # How often the ledger signs a checkpoint when the tree grew (seconds).
+    checkpoint_interval: float = Field(default=5.0, gt=0)
+    # The checkpoint origin line (C2SP tlog-checkpoint); default: <public_url host>/audit.
+    checkpoint_origin: str | None = None
+
+    def checkpoint_key_secret(self) -> SecretStr:
+        """The key encryption key; in development and tests one is generated under var/."""
+        value = self.checkpoint_key_encryption_key
+        raw = value.get_secret_value() if value is not None else ""
+        if raw.strip().lower() not in PLACEHOLDER_SECRETS:
+            return value  # type: ignore[return-value]  # non-empty, so not None
+        if self.environment is Environment.PRODUCTION:
+            raise ValueError(
+                "ONECARD_CHECKPOINT_KEY_ENCRYPTION_KEY is unset or a placeholder; "
+                "set a real secret in production"
+            )
+        return self.dev_secret("checkpoint_key_encryption_key")
+
+    def origin(self) -> str:
+        """The ledger's name in its checkpoints."""
+        if self.checkpoint_origin:
+            return self.checkpoint_origin
+        return f"{urlsplit(self.public_url).netloc or 'onecard'}/audit"
