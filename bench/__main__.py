@@ -20,6 +20,7 @@ from rich.table import Table
 from bench import (
     BenchmarkError,
     audit_append,
+    audit_verify,
     gateway_overhead,
     machine,
     terminal_auth,
@@ -54,6 +55,11 @@ BENCHMARKS: list[Benchmark] = [
         "audit-append",
         "Durable audit appends/s at concurrency 16, on PostgreSQL (issue 4)",
         audit_append.run,
+    ),
+    Benchmark(
+        "audit-verify",
+        "onecard audit verify on 1,000,000 entries, entries/s (issue 4)",
+        audit_verify.run,
     ),
 ]
 
