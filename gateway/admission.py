@@ -10,7 +10,10 @@
    ``client_id`` and ``sub``, else (no token, or one not ours to judge) the peer address. Never
    by the unverified ``Authorization`` value: every made-up token would get a fresh budget.
 
-The graded-protection policy joins as a fourth link with the audit issue.
+4. The graded-protection policy (:class:`Protection`, :mod:`services.kit.protection`): the
+   route's level, from the same table the services enforce, against the verified token's
+   ``acr``. A refusal never reaches the service; it goes to the refusal hook (a
+   ``protection.refused`` log event until the audit client records it in the ledger).
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ from starlette.requests import Request
 from gateway.ratelimit import CHECK_TIMEOUT, Limit, RateLimiter
 from services.kit.auth import REALM, check_bearer
 from services.kit.errors import Problem
+from services.kit.protection import (
+    ProtectionPolicy,
+    ProtectionRefused,
+    RefusalHook,
+    emit_refusal,
+    log_refusal,
+)
 from services.kit.revocation import Revocations
 from services.kit.tokens import AccessToken, KeySource, TokenVerifier
 from services.kit.topology import ServiceSpec
@@ -141,3 +151,32 @@ class BearerToken:
             request.state.access_token = await check_bearer(
                 credentials.strip(), verifier, self.revocations
             )
+
+
+class Protection:
+    """The graded-protection check: the route's level against the verified token's ``acr``.
+
+    ``require_token`` False forwards a request without a token to a protected route for the
+    service to refuse (it still refuses a token whose acr falls short); the gateway settings
+    allow it only outside production (see ``GatewaySettings.protection_require_token``).
+    """
+
+    def __init__(
+        self,
+        policy: ProtectionPolicy,
+        *,
+        require_token: bool = True,
+        on_refusal: RefusalHook = log_refusal,
+    ) -> None:
+        self.policy = policy
+        self.require_token = require_token
+        self.on_refusal = on_refusal
+
+    async def __call__(self, request: Request, spec: ServiceSpec) -> None:
+        token: AccessToken | None = getattr(request.state, "access_token", None)
+        decision = self.policy.decide(request.method, request.url.path, token)
+        if decision.allowed or (token is None and not self.require_token):
+            request.state.protection = decision
+            return
+        await emit_refusal(self.on_refusal, decision, token, request)
+        raise ProtectionRefused(decision)

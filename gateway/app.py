@@ -12,13 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
+from starlette.responses import Response
 
 from gateway.admission import (
     Admission,
     BearerToken,
     BoundedRevocations,
+    Protection,
     RateLimit,
     client_key,
     peer_address,
@@ -30,6 +33,9 @@ from gateway.routing import Dispatcher
 from gateway.settings import GatewaySettings
 from services.kit import topology
 from services.kit.app import app_runtime, create_service_app
+from services.kit.context import current_request_id
+from services.kit.errors import Problem, problem_response, register_renderer
+from services.kit.protection import ProtectionPolicy, ProtectionRefused, RefusalHook, log_refusal
 from services.kit.tokens import JwksSource
 
 HEALTH_PROBE_TIMEOUT = 1.0
@@ -44,8 +50,13 @@ class GatewayState:
     admissions: list[Admission] = field(default_factory=list)
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(
+    settings: GatewaySettings | None = None, *, on_refusal: RefusalHook = log_refusal
+) -> FastAPI:
+    """The gateway; ``on_refusal`` receives each graded-protection refusal (to be audited)."""
     settings = settings or GatewaySettings()
+    # Built here, not at start-up: a bad ONECARD_PROTECTION_POLICY already failed in settings.
+    policy = ProtectionPolicy.from_override(settings.protection_policy)
 
     async def start(app: FastAPI) -> None:
         redis = app.state.runtime.redis
@@ -75,6 +86,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             leeway=settings.token_leeway,
         )
 
+        protection = Protection(
+            policy, require_token=settings.protection_requires_token, on_refusal=on_refusal
+        )
+
         app.state.gateway = GatewayState(
             upstreams={
                 spec.name: Upstream(
@@ -93,8 +108,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             max_body_bytes=settings.max_body_bytes,
             idempotent_attempts=settings.idempotent_attempts,
             # Cheapest first: the address limit before any crypto, the client limit once the
-            # token (if any) says who the client is.
-            admissions=[per_address, bearer, per_client],
+            # token (if any) says who the client is, then the graded-protection policy.
+            admissions=[per_address, bearer, per_client, protection],
         )
 
     async def stop(app: FastAPI) -> None:
@@ -114,6 +129,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         healthz=gateway_health,
         redis_required=False,
     )
+    # DESIGN.md "Errors": FHIR routes answer with OperationOutcome. The gateway's own refusals
+    # of FHIR requests by the policy do; its other refusals (rate limits, tokens, a service
+    # down) stay problem+json as on every route.
+    register_renderer(app, "/fhir", render_fhir_refusal)
     # Forwarded requests skip FastAPI altogether (gateway.routing says why): the dispatcher
     # becomes the app's middleware stack, in front of the one FastAPI would build. Measured
     # on the gateway benchmark: about 20 µs of gateway CPU per forwarded request.
@@ -121,6 +140,34 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.build_middleware_stack(), services=topology.SERVICES, service=settings.service
     )
     return app
+
+
+def render_fhir_refusal(request: Request, problem: Problem) -> Response:
+    """A policy refusal as a FHIR R4 OperationOutcome (operationoutcome.html); any other
+    problem as problem+json."""
+    if not isinstance(problem, ProtectionRefused):
+        return problem_response(problem, instance=request.url.path)
+    code = "login" if problem.status == 401 else "forbidden"  # FHIR R4 valueset-issue-type
+    body: dict[str, Any] = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": code,
+                "diagnostics": problem.detail,
+                "details": {"text": f"protection level {problem.decision.level}"},
+            }
+        ],
+    }
+    request_id = current_request_id()
+    if request_id:
+        body["id"] = request_id
+    return Response(
+        orjson.dumps(body),
+        status_code=problem.status,
+        media_type="application/fhir+json",
+        headers=problem.headers,
+    )
 
 
 async def gateway_health(request: Request) -> dict[str, Any]:

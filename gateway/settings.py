@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from services.kit import topology
-from services.kit.settings import ServiceSettings
+from services.kit.settings import Environment, ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
@@ -37,6 +37,11 @@ class GatewaySettings(ServiceSettings):
     breaker_open_seconds: float = 2.0
     # Attempts for idempotent requests whose connection failed (RFC 9110 section 9.2.2).
     idempotent_attempts: int = 2
+    # A request without a token to a route of protection level 2 or above is refused here
+    # (401). False forwards it for the service to refuse instead: for tests of the forwarding
+    # machinery only, refused in production. A token whose acr falls short of the level is
+    # refused here either way (403).
+    protection_require_token: bool = True
 
     @model_validator(mode="after")
     def _default_upstreams(self) -> GatewaySettings:
@@ -60,6 +65,20 @@ class GatewaySettings(ServiceSettings):
         if any(seconds <= 0 for seconds in self.upstream_timeouts.values()):
             raise ValueError("ONECARD_UPSTREAM_TIMEOUTS values must be positive seconds")
         return self
+
+    @model_validator(mode="after")
+    def _check_protection(self) -> GatewaySettings:
+        production = self.environment is Environment.PRODUCTION
+        if self.protection_require_token is False and production:
+            raise ValueError(
+                "ONECARD_PROTECTION_REQUIRE_TOKEN=false is refused in production: the gateway "
+                "must refuse requests without a token to protected routes"
+            )
+        return self
+
+    @property
+    def protection_requires_token(self) -> bool:
+        return self.protection_require_token
 
     def timeout_for(self, spec: topology.ServiceSpec) -> float:
         """Seconds the gateway waits for ``spec``'s answer: the override, else the topology's."""

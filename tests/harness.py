@@ -35,7 +35,9 @@ def free_port() -> int:
 def free_port_block(size: int) -> int:
     """A base port such that base..base+size-1 are all free right now (the launcher's layout)."""
     for _ in range(200):
-        base = random.randint(20_000, 60_000 - size)
+        # Below Linux's ephemeral range (32768-60999): ports the OS hands out for outgoing
+        # connections and for port 0 would otherwise race the block between check and use.
+        base = random.randint(10_000, 32_000 - size)
         try:
             with contextlib.ExitStack() as stack:
                 for port in range(base, base + size):

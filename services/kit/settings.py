@@ -18,6 +18,8 @@ from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from services.kit.protection import PolicyOverride
+
 # Values that must never protect anything outside a developer's machine.
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "changeme", "secret", "password"})
 
@@ -59,6 +61,11 @@ class ServiceSettings(BaseSettings):
     jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
     # Clock skew tolerated on exp, nbf and iat (RFC 7519 section 4.1.4).
     token_leeway: float = 10.0
+    # An operator's changes to the graded-protection policy (services.kit.protection), JSON:
+    # '{"rules": [{"prefix": "/fhir/Organization", "level": 2, "methods": ["GET"]}],
+    #   "fhir_types": {"Observation": 4}, "labels": {"http://...|CODE": 4}}'; validated at
+    # start-up (an unknown level or a malformed prefix stops the process with the reason).
+    protection_policy: PolicyOverride | None = None
 
     @model_validator(mode="after")
     def _check_placeholder_secrets(self) -> ServiceSettings:

@@ -475,7 +475,13 @@ def gateway_settings(
     def make(upstreams: dict[str, str] | None = None, **overrides: Any) -> GatewaySettings:
         urls = {spec.name: dead_url() for spec in topology.SERVICES}
         urls.update(upstreams or {})
-        values: dict[str, Any] = {"public_url": issuer.public_url, "jwks_url": issuer.jwks_url}
+        values: dict[str, Any] = {
+            "public_url": issuer.public_url,
+            "jwks_url": issuer.jwks_url,
+            # These tests drive the forwarding machinery with anonymous requests to every
+            # prefix; the refusal of tokenless requests is tests/gateway/test_protection.py's.
+            "protection_require_token": False,
+        }
         values.update(overrides)
         settings: GatewaySettings = make_settings(GatewaySettings, upstreams=urls, **values)
         return settings
