@@ -26,9 +26,11 @@ from services.audit.records import AuditRecord
 from services.kit.auth import require_token
 from services.kit.deps import SessionDep
 from services.kit.errors import Problem
+from services.kit.protection import protection_guard
 from services.kit.tokens import AccessToken, public_jwk
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+# Defence in depth: the same graded-protection table the gateway enforces (issue 4).
+router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[Depends(protection_guard())])
 
 MAX_SUBMISSION = 500
 # Only platform services hold this scope (their clients are registered with it): forged

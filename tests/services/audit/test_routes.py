@@ -27,7 +27,7 @@ ISSUER = "http://testserver"
 KEY = ec.generate_private_key(ec.SECP256R1())
 
 
-def token(*, sub: str, scope: str, client_id: str = "svc_health") -> dict[str, str]:
+def token(*, sub: str, scope: str, client_id: str = "svc_health", acr: str = "2") -> dict[str, str]:
     now = int(time.time())
     claims = {
         "iss": ISSUER,
@@ -38,7 +38,7 @@ def token(*, sub: str, scope: str, client_id: str = "svc_health") -> dict[str, s
         "jti": secrets.token_hex(8),
         "client_id": client_id,
         "scope": scope,
-        "acr": "2",
+        "acr": acr,
         "amr": ["sc", "pin"],
     }
     return {"Authorization": "Bearer " + sign_access_token(claims, private_key=KEY, kid="kt")}
@@ -142,3 +142,14 @@ async def test_a_citizen_reads_who_accessed_their_data_and_nothing_else(
     assert (
         await client.get("/audit/entries/1", headers=token(sub="adm_auditor", scope="audit.read"))
     ).json()["record"]["citizen"] == "cz_other"
+
+
+async def test_the_ledger_itself_enforces_the_protection_levels(client: httpx.AsyncClient) -> None:
+    # Defence in depth: even a request that reached the ledger without the gateway is held to
+    # the graded-protection table. A one-factor token reads the level-2 access log but cannot
+    # append level-3 audit data.
+    one_factor = token(sub="cz_demo", scope="audit.self audit.append", acr="1")
+    assert (await client.get("/audit/me", headers=one_factor)).status_code == 200
+    refused = await client.post("/audit/entries", json=_body(record()), headers=one_factor)
+    assert refused.status_code == 403
+    assert "level-3" in refused.json()["detail"]
