@@ -31,8 +31,7 @@ from bench import BenchmarkError
 from bench.machine import cpu_seconds
 from identity.clients.bootstrap import add_client
 from identity.clients.models import ClientKind
-from identity.national_id import make_national_id
-from identity.scopes import APPLICATIONS
+from identity.demo import DemoCitizen, citizen_with_card
 from identity.settings import IdentitySettings
 from identity.simulators.card import VirtualCard
 from identity.simulators.terminal import VirtualTerminal, register, tap
@@ -80,28 +79,11 @@ async def _province(
             terminals.append(VirtualTerminal(registered.credentials))
         cards = []
         for i in range(CARDS):
-            number = make_national_id(region="330106", birth=_birth(i), sequence=100 + i)
-            citizen = await http.post(
-                "/identity/citizens", json={"name": f"测试{i}", "national_id": number}, headers=auth
+            person = DemoCitizen(
+                f"bench-{i}", f"测试{i}", "330106", _birth(i), 100 + i, f"1380000{i:04d}"
             )
-            citizen.raise_for_status()
-            pseudonym = citizen.json()["id"]
-            card = VirtualCard.create(var_dir / "bench-cards" / f"{i}.card")
-            issued = await http.post(
-                "/identity/cards",
-                json={
-                    "citizen": pseudonym,
-                    "applications": list(APPLICATIONS),
-                    "csr": card.csr(pseudonym),
-                },
-                headers=auth,
-            )
-            issued.raise_for_status()
-            card.install_certificate(issued.json()["certificate"])
-            card.activate("123456", "12345678")
-            serial = issued.json()["serial"]
-            (await http.post(f"/identity/cards/{serial}/activate", headers=auth)).raise_for_status()
-            cards.append(card)
+            await citizen_with_card(http, auth, person, var_dir / "bench-cards")
+            cards.append(VirtualCard.load(var_dir / "bench-cards" / f"{person.slug}.card"))
     return terminals, cards
 
 

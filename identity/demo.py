@@ -103,7 +103,9 @@ async def _seed(*, base_url: str, demo: Path) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         token = await admin.fetch_token(http)
         auth = {"Authorization": f"Bearer {token}"}
-        people = [await _citizen_with_card(http, auth, person, demo) for person in CITIZENS]
+        people = [
+            await citizen_with_card(http, auth, person, demo / "cards") for person in CITIZENS
+        ]
         terminals = []
         for slug, facility, purpose in TERMINALS:
             registered = await register(
@@ -119,9 +121,11 @@ async def _seed(*, base_url: str, demo: Path) -> None:
     _write_readme(demo, people, terminals, admin, hospital)
 
 
-async def _citizen_with_card(
-    http: httpx.AsyncClient, auth: dict[str, str], person: DemoCitizen, demo: Path
+async def citizen_with_card(
+    http: httpx.AsyncClient, auth: dict[str, str], person: DemoCitizen, cards: Path
 ) -> tuple[str, str, str]:
+    """Register ``person`` and give them an activated virtual card ``cards/<slug>.card``, the
+    way a registration desk does; (name, pseudonym, card serial)."""
     number = make_national_id(region=person.region, birth=person.birth, sequence=person.sequence)
     response = await http.post(
         "/identity/citizens",
@@ -135,7 +139,7 @@ async def _citizen_with_card(
     response.raise_for_status()
     pseudonym: str = response.json()["id"]
 
-    card_path = demo / "cards" / f"{person.slug}.card"
+    card_path = cards / f"{person.slug}.card"
     card_path.parent.mkdir(parents=True, exist_ok=True)
     card_path.unlink(missing_ok=True)
     card = VirtualCard.create(card_path)  # the key pair is generated on the card

@@ -1,61 +1,44 @@
-"""Private keys at rest (CA keys, token-signing keys): encrypted PKCS#8 (RFC 5958, RFC 8018).
+"""Identity's private keys at rest (CA keys, token-signing keys), on the kit's keystore.
 
-The passphrase is derived with HKDF (RFC 5869) from the ``key_encryption_key`` secret under a
-label of its own, so the same secret can protect other key families (token-signing keys)
-without one ever decrypting the other's. ``BestAvailableEncryption`` is cryptography's choice
-of PBES2 (today PBKDF2-HMAC-SHA256 and AES-256-CBC); its modest iteration count is no weakness
-here because the passphrase is a 256-bit random secret, not something a person chose.
+The passphrase is derived from the ``key_encryption_key`` secret under a label per key family
+(:mod:`services.kit.keystore`); here a CA key is also checked against its certificate, and
+failures are :class:`identity.pki.KeyStoreError`.
 """
 
 from __future__ import annotations
 
-import base64
-
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 
 from identity.pki import KeyStoreError
+from services.kit import keystore as kit_keystore
+from services.kit.keystore import encrypt_private_key
+
+__all__ = [
+    "KEY_CONTEXT",
+    "KeyStore",
+    "decrypt_private_key",
+    "derive_passphrase",
+    "encrypt_private_key",
+]
 
 KEY_CONTEXT = b"onecard identity pki ca-keys v1"
 
 
 def derive_passphrase(secret: SecretStr, *, context: bytes = KEY_CONTEXT) -> bytes:
-    """A passphrase for one family of keys, derived from the key encryption key (RFC 5869).
-
-    Each family (CA keys, token-signing keys) passes its own ``context``; the result is text
-    (base64url), so an operator can open a key with standard tools given the passphrase.
-    """
-    raw = secret.get_secret_value().encode()
-    if not raw:
-        raise ValueError("the key encryption key is empty")
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=context).derive(raw)
-    return base64.urlsafe_b64encode(derived)
-
-
-def encrypt_private_key(key: ec.EllipticCurvePrivateKey, passphrase: bytes) -> str:
-    """``key`` as an encrypted PKCS#8 PEM document."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase),
-    ).decode()
+    """A passphrase for one family of identity keys (CA keys by default)."""
+    return kit_keystore.derive_passphrase(secret, context=context)
 
 
 def decrypt_private_key(pem: str, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
     """Open an encrypted PKCS#8 PEM document; KeyStoreError if the passphrase is wrong."""
     try:
-        key = serialization.load_pem_private_key(pem.encode(), password=passphrase)
-    except (ValueError, TypeError):
-        # Not chained: the library's message says nothing the operator needs here.
+        return kit_keystore.decrypt_private_key(pem, passphrase)
+    except ValueError:
         raise KeyStoreError(
             "a private key cannot be decrypted: wrong key encryption key or corrupt row"
         ) from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise KeyStoreError("a stored private key is not an EC key")
-    return key
 
 
 class KeyStore:

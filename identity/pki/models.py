@@ -22,10 +22,6 @@ from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def as_utc(value: datetime) -> datetime:
     """SQLite hands timestamps back naive; every one we store is UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

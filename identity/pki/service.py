@@ -55,7 +55,6 @@ from identity.pki.models import (
     CrlKind,
     IssuedCertificate,
     as_utc,
-    utcnow,
 )
 from identity.pki.status import (
     DELTA_CRL_VALIDITY,
@@ -73,6 +72,7 @@ from identity.pki.status import (
 )
 from identity.settings import IdentitySettings
 from services.kit.database import Database
+from services.kit.sqltypes import utcnow
 
 log = logging.getLogger(__name__)
 

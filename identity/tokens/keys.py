@@ -106,8 +106,11 @@ async def rotate(*, session: AsyncSession, passphrase: bytes) -> str:
     return upcoming.kid
 
 
-async def load(*, session: AsyncSession, passphrase: bytes) -> KeyRing:
-    """Read the ring from the database (the truth), decrypting only the signing key."""
+async def load(
+    *, session: AsyncSession, passphrase: bytes, previous: KeyRing | None = None
+) -> KeyRing:
+    """Read the ring from the database (the truth), decrypting only the signing key, and only
+    when it is not the one ``previous`` already holds (a periodic reload usually finds it)."""
     horizon = utcnow() - RETIRED_KEY_GRACE
     rows = (
         await session.exec(
@@ -128,5 +131,8 @@ async def load(*, session: AsyncSession, passphrase: bytes) -> KeyRing:
         if not isinstance(public, ec.EllipticCurvePublicKey):
             raise RuntimeError(f"signing key {row.kid} is not an EC key")
         published[row.kid] = public
-    signing = decrypt_private_key(current.private_key_pem, passphrase)
+    if previous is not None and previous.kid == current.kid:
+        signing = previous.private_key
+    else:
+        signing = decrypt_private_key(current.private_key_pem, passphrase)
     return KeyRing(kid=current.kid, private_key=signing, published=published)

@@ -28,11 +28,16 @@ def passphrase(settings: IdentitySettings) -> bytes:
     return derive_passphrase(settings.secret("key_encryption_key"), context=TOKEN_KEY_CONTEXT)
 
 
-async def load_ring(db: Database, settings: IdentitySettings) -> keys.KeyRing:
-    async with db.sessionmaker() as session, session.begin():
-        await keys.ensure_keys(session=session, passphrase=passphrase(settings))
+async def load_ring(
+    db: Database, settings: IdentitySettings, *, previous: keys.KeyRing | None = None
+) -> keys.KeyRing:
+    """The ring from the database; at start-up (no ``previous``) keys are created if missing."""
+    secret = passphrase(settings)
+    if previous is None:
+        async with db.sessionmaker() as session, session.begin():
+            await keys.ensure_keys(session=session, passphrase=secret)
     async with db.sessionmaker() as session:
-        return await keys.load(session=session, passphrase=passphrase(settings))
+        return await keys.load(session=session, passphrase=secret, previous=previous)
 
 
 async def install_tokens(app: FastAPI) -> TokenIssuer:
@@ -54,7 +59,7 @@ async def install_tokens(app: FastAPI) -> TokenIssuer:
         while True:
             await asyncio.sleep(RELOAD_SECONDS)
             try:
-                issuer.use(await load_ring(db, settings))
+                issuer.use(await load_ring(db, settings, previous=issuer.ring))
             except Exception:  # a failed reload keeps the ring we have; try again later
                 log.exception("signing key ring reload failed")
 

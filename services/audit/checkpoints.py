@@ -16,15 +16,13 @@ keeps a few in memory.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.audit.checkpoint import Checkpoint, SignedCheckpoint, key_id_for, sign_checkpoint
 from services.audit.merkle import CompactTree, HashAlgorithm, MerkleTree
 from services.audit.models import AuditCheckpoint, AuditEntry, CheckpointKey
+from services.kit import keystore
 from services.kit.database import Database
 from services.kit.sqltypes import utcnow
 
@@ -51,12 +50,8 @@ class LedgerCorrupt(Exception):
 
 
 def derive_passphrase(secret: SecretStr) -> bytes:
-    """The checkpoint key's PKCS#8 passphrase: HKDF-SHA256 of the secret, own label."""
-    raw = secret.get_secret_value().encode()
-    if not raw:
-        raise ValueError("the checkpoint key encryption key is empty")
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_CONTEXT).derive(raw)
-    return base64.urlsafe_b64encode(derived)
+    """The checkpoint key's PKCS#8 passphrase, under the ledger's own HKDF label."""
+    return keystore.derive_passphrase(secret, context=KEY_CONTEXT)
 
 
 def public_pem(key: ec.EllipticCurvePublicKey) -> str:
@@ -90,11 +85,7 @@ async def load_or_create_key(db: Database, secret: SecretStr) -> SigningKey:
         row = (await conn.execute(select(_keys).where(_keys.c.slot == 1))).first()
     if row is None:
         key = ec.generate_private_key(ec.SECP256R1())
-        sealed = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(passphrase),
-        ).decode()
+        sealed = keystore.encrypt_private_key(key, passphrase)
         # Another process may insert first: then ours is refused and we read theirs.
         with contextlib.suppress(IntegrityError):
             async with db.engine.begin() as conn:
@@ -110,15 +101,13 @@ async def load_or_create_key(db: Database, secret: SecretStr) -> SigningKey:
         async with db.engine.connect() as conn:
             row = (await conn.execute(select(_keys).where(_keys.c.slot == 1))).one()
     try:
-        private = serialization.load_pem_private_key(row.private_key.encode(), password=passphrase)
-    except (ValueError, TypeError):
+        private = keystore.decrypt_private_key(row.private_key, passphrase)
+    except ValueError:
         raise RuntimeError(
             "the checkpoint key cannot be decrypted: wrong checkpoint_key_encryption_key "
             "or a corrupt row"
         ) from None
-    if not isinstance(private, ec.EllipticCurvePrivateKey) or key_id_for(private.public_key()) != (
-        row.key_id
-    ):
+    if key_id_for(private.public_key()) != row.key_id:
         raise RuntimeError("the stored checkpoint key does not match its key id")
     return SigningKey(private, row.key_id)
 
