@@ -9,7 +9,6 @@ The first administrator is registered straight in the database (no token can exi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -54,11 +53,6 @@ TERMINALS = (
     ("pharmacy", "Yongkang Road Pharmacy", "pharmacy"),
     ("bus-12", "City Bus Line 12", "bus"),
 )
-
-
-def _write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
 async def seed(*, base_url: str, var_dir: Path) -> list[str]:
