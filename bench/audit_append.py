@@ -27,8 +27,8 @@ from sqlalchemy import text
 from bench import BenchmarkError
 from services.audit.app import create_app
 from services.audit.ledger import Ledger
-from services.audit.records import Agent, AuditRecord
 from services.audit.settings import AuditSettings
+from services.kit.audit_record import Agent, AuditRecord
 
 CONCURRENCY = 16
 APPENDS = 20_000

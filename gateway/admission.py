@@ -174,7 +174,9 @@ class Protection:
 
     async def __call__(self, request: Request, spec: ServiceSpec) -> None:
         token: AccessToken | None = getattr(request.state, "access_token", None)
-        decision = self.policy.decide(request.method, request.url.path, token)
+        # The newest policy the security administrator set (services.kit.policy_watch).
+        policy: ProtectionPolicy = getattr(request.app.state, "protection_policy", self.policy)
+        decision = policy.decide(request.method, request.url.path, token)
         if decision.allowed or (token is None and not self.require_token):
             request.state.protection = decision
             return

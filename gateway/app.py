@@ -132,6 +132,7 @@ def create_app(
     # DESIGN.md "Errors": FHIR routes answer with OperationOutcome. The gateway's own refusals
     # of FHIR requests by the policy do; its other refusals (rate limits, tokens, a service
     # down) stay problem+json as on every route.
+    app.state.protection_policy = policy
     register_renderer(app, "/fhir", render_fhir_refusal)
     # Forwarded requests skip FastAPI altogether (gateway.routing says why): the dispatcher
     # becomes the app's middleware stack, in front of the one FastAPI would build. Measured

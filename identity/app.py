@@ -10,6 +10,7 @@ from identity.cards.routes import router as cards_router
 from identity.cards.upkeep import install_card_upkeep, uninstall_card_upkeep
 from identity.citizens.routes import load_crypto
 from identity.citizens.routes import router as citizens_router
+from identity.clients.platform import provision_service_clients
 from identity.clients.routes import router as clients_router
 from identity.ecard.routes import router as ecard_router
 from identity.pki.routes import install_pki
@@ -22,9 +23,17 @@ from identity.terminals.routes import router as terminal_router
 from identity.tokens.routes import router as tokens_router
 from identity.tokens.setup import install_tokens, uninstall_tokens
 from services.kit.app import create_service_app
+from services.kit.settings import Environment
 
 
 async def start(app: FastAPI) -> None:
+    settings: IdentitySettings = app.state.runtime.settings
+    if settings.environment is Environment.DEVELOPMENT and settings.provision_service_clients:
+        await provision_service_clients(
+            app.state.runtime.db,
+            credentials_dir=settings.var_dir / "credentials",
+            base_url=settings.public_url,
+        )
     await load_crypto(app)
     await install_pki(app)
     await install_tokens(app)

@@ -9,6 +9,7 @@ The first administrator is registered straight in the database (no token can exi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,8 +22,8 @@ from identity.national_id import make_national_id
 from identity.scopes import APPLICATIONS
 from identity.settings import IdentitySettings
 from identity.simulators.card import VirtualCard
-from identity.simulators.client import ClientCredentials
 from identity.simulators.terminal import register
+from services.kit.credentials import ClientCredentials
 from services.kit.database import Database
 
 # Demo only, written in var/demo/README.txt: every demo card has these.
@@ -82,6 +83,22 @@ async def _seed(*, base_url: str, demo: Path) -> None:
             scopes=ADMIN_SCOPES,
             base_url=base_url,
         )
+        # Separation of duties: the security administrator and the auditor are other people
+        # with clients of their own (identity.scopes.ADMIN_ROLES).
+        security = await add_client(
+            db,
+            name="Demo security administrator",
+            kind=ClientKind.ADMIN,
+            scopes=["policy.manage"],
+            base_url=base_url,
+        )
+        auditor = await add_client(
+            db,
+            name="Demo auditor",
+            kind=ClientKind.ADMIN,
+            scopes=["audit.read"],
+            base_url=base_url,
+        )
         hospital = await add_client(
             db,
             name=HOSPITAL,
@@ -92,6 +109,8 @@ async def _seed(*, base_url: str, demo: Path) -> None:
     finally:
         await db.dispose()
     admin.save(demo / "admin.json")
+    security.save(demo / "security-admin.json")
+    auditor.save(demo / "auditor.json")
     hospital.save(demo / "hospital.json")
 
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
@@ -113,6 +132,25 @@ async def _seed(*, base_url: str, demo: Path) -> None:
             registered.credentials.save(demo / "terminals" / f"{slug}.json")
             terminals.append((slug, registered.credentials.client_id, facility, purpose))
     _write_readme(demo, people, terminals, admin, hospital)
+    # For the other services' demo seeders (health links each citizen to a Patient record).
+    (demo / "citizens.json").write_text(
+        json.dumps(
+            [
+                {
+                    "slug": c.slug,
+                    "name": name,
+                    "pseudonym": pseudonym,
+                    "birth_date": c.birth.isoformat(),
+                    # GB 11643: an odd sequence number is a man's.
+                    "gender": "male" if c.sequence % 2 else "female",
+                    "card": f"cards/{c.slug}.card",
+                }
+                for c, (name, pseudonym, _serial) in zip(CITIZENS, people, strict=True)
+            ],
+            ensure_ascii=False,
+            indent=2,
+        )
+    )
 
 
 async def citizen_with_card(
@@ -176,8 +214,10 @@ def _write_readme(
             for slug, tid, facility, purpose in terminals
         ],
         "",
-        f"Administrator client: admin.json ({admin.client_id}; client.manage citizen.manage "
+        f"System administrator: admin.json ({admin.client_id}; client.manage citizen.manage "
         "card.manage terminal.manage)",
+        "Security administrator: security-admin.json (policy.manage)",
+        "Auditor: auditor.json (audit.read)",
         f"Hospital system: hospital.json ({hospital.client_id}; {HOSPITAL})",
         "",
         "Try:",

@@ -55,3 +55,45 @@ PURPOSES: dict[str, Purpose] = {
         RESOURCE_PREFIXES,
     ),
 }
+
+
+# --- Separation of duties (MLPS 2.0, GB/T 22239-2019 level 3 "security management": system,
+# security and audit administrators are separate roles, none able to do another's work) -------
+
+ADMIN_ROLES: dict[str, frozenset[str]] = {
+    # Runs the platform: registers institutions, terminals, citizens and their cards.
+    "system": frozenset({"client.manage", "terminal.manage", "citizen.manage", "card.manage"}),
+    # Sets the graded-protection policy; reads no personal data and no audit trail.
+    "security": frozenset({"policy.manage"}),
+    # Reads the audit ledger; changes nothing.
+    "audit": frozenset({"audit.read"}),
+}
+# Only platform services append to the audit ledger.
+SERVICE_SCOPES = frozenset({"audit.append"})
+_ROLE_OF = {scope: role for role, scopes in ADMIN_ROLES.items() for scope in scopes}
+
+
+def role_of(scope: str) -> str | None:
+    """The administrator role ``scope`` belongs to, if any."""
+    return _ROLE_OF.get(scope)
+
+
+def scopes_refusal(kind: str, scopes: list[str]) -> str | None:
+    """Why a client of ``kind`` may not hold ``scopes`` (separation of duties), or None."""
+    held = set(scopes)
+    roles = sorted({role for s in held if (role := role_of(s)) is not None})
+    admin_scopes = " ".join(sorted(s for s in held if role_of(s)))
+    if kind == "service":
+        others = " ".join(sorted(held - SERVICE_SCOPES))
+        return f"a platform service holds only audit.append, not {others}" if others else None
+    if held & SERVICE_SCOPES:
+        return f"only platform services may hold {' '.join(sorted(held & SERVICE_SCOPES))}"
+    if kind != "admin":
+        return f"administrator scopes ({admin_scopes}) need an admin client" if roles else None
+    if len(roles) > 1:
+        return (
+            "separation of duties: one administrator client holds one role's scopes "
+            f"(system, security or audit), not {' and '.join(roles)}"
+        )
+    data = " ".join(sorted(s for s in held if role_of(s) is None))
+    return f"an administrator's client holds only its role's scopes, not {data}" if data else None

@@ -37,6 +37,9 @@ class IdentitySettings(ServiceSettings):
     card_region: str = Field(default="000", pattern=r"^[0-9]{3}$")
     # Access-token lifetime; DESIGN.md caps it at 300 s.
     access_token_seconds: int = 300
+    # In development, register the platform services' own clients at start-up and write their
+    # credentials under <var_dir>/credentials/ (identity.clients.platform).
+    provision_service_clients: bool = True
 
     def secret(self, name: str) -> SecretStr:
         """A secret setting; in development an unset one is generated once under var/."""

@@ -70,7 +70,8 @@ def up(
 
 
 # Services seed their part of the demo province through this entry-point group: each is an
-# ``async def seed(*, base_url, var_dir) -> list[str]`` returning what a newcomer can try.
+# ``async def seed(*, base_url, var_dir) -> list[str]`` returning what a newcomer can try,
+# run in the order of their names ("1-identity" before "2-health": later ones build on it).
 DEMO_GROUP = "onecard.demo"
 
 
@@ -83,7 +84,7 @@ def _seed_demo(launcher: Any, base_url: str) -> list[str]:
     os.environ.update(launcher.environment())
     hints: list[str] = []
     for plugin in sorted(entry_points(group=DEMO_GROUP), key=lambda e: e.name):
-        console.print(f"seeding the demo province: {plugin.name} ...")
+        console.print(f"seeding the demo province: {plugin.name.partition('-')[2]} ...")
         hints += asyncio.run(plugin.load()(base_url=base_url, var_dir=launcher.var_dir))
     return hints
 

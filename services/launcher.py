@@ -99,6 +99,9 @@ class Launcher:
         env.setdefault("ONECARD_PUBLIC_URL", gateway)
         identity = self.port + topology.by_name("identity").port_offset
         env["ONECARD_JWKS_URL"] = f"http://127.0.0.1:{identity}/.well-known/jwks.json"
+        env["ONECARD_TOKEN_URL"] = f"http://127.0.0.1:{identity}/identity/oauth2/token"
+        ledger = self.port + topology.by_name("audit").port_offset
+        env["ONECARD_AUDIT_URL"] = f"http://127.0.0.1:{ledger}"
         env["ONECARD_UPSTREAMS"] = json.dumps(
             {
                 spec.name: f"http://127.0.0.1:{self.port + spec.port_offset}"

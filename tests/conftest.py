@@ -122,6 +122,8 @@ def make_settings(backend: Backend, tmp_path: Path) -> Callable[..., Any]:
             "database_url": backend.database_url,
             "redis_url": backend.redis_url,
             "redis_prefix": f"test:{uuid.uuid4().hex}:",
+            # Auditing is off unless a test starts a ledger and names it (tests/services/kit).
+            "audit_url": None,
         }
         if backend.database_url is not None:
             # A schema of its own per test: full isolation on the shared server, at the cost

@@ -25,7 +25,7 @@ from identity.cards import upkeep
 from identity.pki.certificates import card_applications, card_pseudonym, card_serial_of
 from identity.scopes import APPLICATIONS
 from identity.simulators.card import CardError, VirtualCard
-from identity.simulators.client import ClientCredentials
+from services.kit.credentials import ClientCredentials
 
 app = typer.Typer(
     no_args_is_help=True, help="Citizen cards: a virtual card file, issued and activated."

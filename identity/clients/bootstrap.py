@@ -10,7 +10,7 @@ from __future__ import annotations
 from identity.clients import service
 from identity.clients.models import ClientKind
 from identity.clients.schemas import ClientCreate
-from identity.simulators.client import ClientCredentials
+from services.kit.credentials import ClientCredentials
 from services.kit.database import Database
 
 

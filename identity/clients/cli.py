@@ -11,7 +11,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from identity.simulators.client import ClientCredentials
+from services.kit.credentials import ClientCredentials
 from services.kit.tokens import unverified_claims
 
 app = typer.Typer(no_args_is_help=True, help="A hospital system: SMART Backend Services tokens.")

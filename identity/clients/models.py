@@ -15,6 +15,7 @@ class ClientKind(StrEnum):
     HOSPITAL = "hospital"  # SMART Backend Services: a hospital system acting as an institution
     TERMINAL = "terminal"  # a registered card terminal (registration desk, pharmacy, bus, ...)
     ADMIN = "admin"  # an administrator's client (system, security or audit administrator)
+    SERVICE = "service"  # a platform service (gateway, health, ...): appends to the audit ledger
 
 
 class Client(SQLModel, table=True):

@@ -9,12 +9,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from identity.clients import repository
 from identity.clients.models import Client, ClientKind
 from identity.clients.schemas import ClientCreate, ClientPublic
+from identity.scopes import scopes_refusal
 from services.kit.errors import Problem
 from services.kit.sqltypes import utcnow
 
 
 def new_client_id(kind: ClientKind) -> str:
-    prefix = {ClientKind.HOSPITAL: "hosp", ClientKind.TERMINAL: "term", ClientKind.ADMIN: "adm"}
+    prefix = {
+        ClientKind.HOSPITAL: "hosp",
+        ClientKind.TERMINAL: "term",
+        ClientKind.ADMIN: "adm",
+        ClientKind.SERVICE: "svc",
+    }
     return f"{prefix[kind]}_{secrets.token_hex(8)}"
 
 
@@ -26,6 +32,9 @@ async def register(
         raise Problem(422, "a terminal needs a purpose (what the counter is for)")
     if data.kind != ClientKind.TERMINAL and data.purpose is not None:
         raise Problem(422, "only terminals have a purpose")
+    refusal = scopes_refusal(data.kind, data.scopes)
+    if refusal is not None:
+        raise Problem(422, refusal)
     client = Client(
         client_id=client_id or new_client_id(data.kind),
         name=data.name,

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import CertificateSigningRequestBuilder, Name, NameAttribute
 from cryptography.x509.oid import NameOID
 
-from identity.simulators.client import TOKEN_PATH, ClientCredentials
 from identity.terminals.cards import jwk_thumbprint
+from services.kit.credentials import TOKEN_PATH, ClientCredentials
 from services.kit.tokens import unverified_claims
 
 TERMINAL_SCOPE = "terminal.auth"

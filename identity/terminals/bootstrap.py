@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from identity.pki.service import PkiService
 from identity.settings import IdentitySettings
-from identity.simulators.client import ClientCredentials
 from identity.simulators.terminal import terminal_csr
 from identity.terminals.cards import jwk_thumbprint
 from identity.terminals.schemas import TerminalCreate
 from identity.terminals.service import register_terminal
+from services.kit.credentials import ClientCredentials
 from services.kit.database import Database
 
 

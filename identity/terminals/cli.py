@@ -6,14 +6,13 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
 from rich.console import Console
 
 from identity.simulators.card import CardError, VirtualCard
-from identity.simulators.client import ClientCredentials
 from identity.simulators.terminal import (
     FlowError,
     TapResult,
@@ -21,6 +20,7 @@ from identity.simulators.terminal import (
     register,
     tap,
 )
+from services.kit.credentials import ClientCredentials
 
 app = typer.Typer(
     no_args_is_help=True, help="Card terminals: register one, tap a virtual card at one."
@@ -83,6 +83,13 @@ def tap_command(
     ] = False,
     base_url: BaseUrl = None,
     show_token: Annotated[bool, typer.Option(help="Print the token itself too.")] = False,
+    read: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Then read this FHIR path with the holder's token, e.g. 'Observation' "
+            "(repeatable): what the counter's system does while the patient is present."
+        ),
+    ] = None,
 ) -> None:
     """Tap a card at a terminal (the real flow, through the gateway); print the token's claims."""
     credentials = _credentials(terminal, base_url)
@@ -94,10 +101,49 @@ def tap_command(
     # The PIN goes to the card only, never over the network.
     secret = typer.prompt("PIN", hide_input=True) if pin else None
     device = VirtualTerminal(credentials)
-    result = _run(
-        credentials.base_url, lambda http: tap(http, terminal=device, card=virtual_card, pin=secret)
-    )
+
+    async def flow(http: httpx.AsyncClient) -> tuple[TapResult, list[httpx.Response]]:
+        result = await tap(http, terminal=device, card=virtual_card, pin=secret)
+        auth = {"Authorization": f"Bearer {result.access_token}"}
+        reads = [await http.get(f"/fhir/{path.lstrip('/')}", headers=auth) for path in read or []]
+        return result, reads
+
+    result, reads = _run(credentials.base_url, flow)
     _show(result, show_token)
+    for response in reads:
+        _show_read(response)
+    if any(r.status_code != 200 for r in reads):
+        raise typer.Exit(1)
+
+
+def _show_read(response: httpx.Response) -> None:
+    """One line per resource read (a Bundle's entries, or the resource itself)."""
+    console.print(f"GET {response.request.url.path} -> {response.status_code}")
+    body = response.json() if response.content else {}
+    if response.status_code != 200:
+        for issue in body.get("issue", []):
+            console.print(f"  {issue.get('severity')}: {issue.get('diagnostics')}")
+        return
+    resources = [e.get("resource", {}) for e in body.get("entry", [])]
+    if body.get("resourceType") != "Bundle":
+        resources = [body]
+    elif "total" in body:
+        console.print(f"  total {body['total']}")
+    for resource in resources:
+        console.print(f"  {resource.get('resourceType')}/{resource.get('id')}  {_label(resource)}")
+
+
+def _label(resource: dict[str, Any]) -> str:
+    code = resource.get("code") or resource.get("type") or {}
+    if isinstance(code, list):
+        code = code[0] if code else {}
+    text = code.get("text") or next(
+        (c.get("display") for c in code.get("coding", []) if c.get("display")), ""
+    )
+    value = resource.get("valueQuantity")
+    if value:
+        text += f" = {value.get('value')} {value.get('unit', '')}"
+    return str(text)
 
 
 @app.command("redeem-qr")

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.audit.checkpoint import Checkpoint, SignedCheckpoint, key_id_for, sign_checkpoint
 from services.audit.merkle import CompactTree, HashAlgorithm, MerkleTree
 from services.audit.models import AuditCheckpoint, AuditEntry, CheckpointKey
+from services.audit.retention import PrunedMerkleTree, PurgedError, purged_prefix
 from services.kit import keystore
 from services.kit.database import Database
 from services.kit.sqltypes import utcnow
@@ -261,12 +262,23 @@ class TreeCache:
         size = checkpoint.checkpoint.size
         leaves: list[bytes] = []
         async with self.db.engine.connect() as conn:
+            # After a purge the tree stands on the purge's frontier (services.audit.retention).
+            prefix = await purged_prefix(conn, algorithm=self.algorithm)
+            start = 0 if prefix is None else prefix.size
+            if size < start:
+                raise PurgedError(f"checkpoint {size} lies in the purged prefix (below {start})")
             result = await conn.stream(
-                select(_entries.c.leaf_hash).where(_entries.c.seq < size).order_by(_entries.c.seq)
+                select(_entries.c.leaf_hash)
+                .where(_entries.c.seq >= start, _entries.c.seq < size)
+                .order_by(_entries.c.seq)
             )
             async for partition in result.partitions(READ_CHUNK):
                 leaves.extend(bytes(r.leaf_hash) for r in partition)
-        tree = await asyncio.to_thread(MerkleTree, leaves, algorithm=self.algorithm)
+        tree: MerkleTree = await (
+            asyncio.to_thread(MerkleTree, leaves, algorithm=self.algorithm)
+            if prefix is None
+            else asyncio.to_thread(PrunedMerkleTree, prefix.tree, leaves)
+        )
         if tree.size != size or tree.root() != checkpoint.checkpoint.root:
             raise LedgerCorrupt(
                 f"the stored entries no longer match signed checkpoint {size}; "

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.audit.merkle import HashAlgorithm, leaf_hash
 from services.audit.models import AuditEntry
-from services.audit.records import AuditRecord
+from services.kit.audit_record import AuditRecord
 from services.kit.database import Database
 from services.kit.sqltypes import utcnow
 

@@ -22,7 +22,8 @@ from services.audit.checkpoints import (
 from services.audit.ledger import Ledger, Receipt
 from services.audit.merkle import MerkleTree
 from services.audit.models import AuditEntry
-from services.audit.records import AuditRecord
+from services.audit.retention import PurgedError
+from services.kit.audit_record import AuditRecord
 from services.kit.auth import require_token
 from services.kit.deps import SessionDep
 from services.kit.errors import Problem
@@ -147,6 +148,9 @@ def _inclusion(
 async def _tree(trees: TreeCache, signed: SignedCheckpoint) -> MerkleTree:
     try:
         return await trees.tree(signed)
+    except PurgedError as exc:
+        # Retention (services.audit.retention): that part of the tree now lives in an export.
+        raise Problem(410, str(exc)) from None
     except LedgerCorrupt as exc:
         raise Problem(500, str(exc)) from None
 
@@ -238,10 +242,16 @@ async def consistency(
     if new_signed is None:
         raise Problem(404, f"no checkpoint of size {new}")
     tree = await _tree(trees, new_signed)
+    try:
+        proof = tree.consistency_proof(old)
+    except PurgedError:
+        raise Problem(
+            410, f"checkpoint {old} precedes the purged entries; their export proves it"
+        ) from None
     return ConsistencyPublic(
         old=SignedCheckpointPublic.of(old_signed),
         new=SignedCheckpointPublic.of(new_signed),
-        proof=[h.hex() for h in tree.consistency_proof(old)],
+        proof=[h.hex() for h in proof],
     )
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from services.audit.merkle import HashAlgorithm
 from services.kit.settings import PLACEHOLDER_SECRETS, Environment, ServiceSettings
+
+# Issue 4, item 8: no audit entry younger than 180 days may be purged (the production floor).
+MIN_RETENTION_DAYS = 180
 
 
 class AuditSettings(ServiceSettings):
@@ -26,6 +29,21 @@ class AuditSettings(ServiceSettings):
     checkpoint_interval: float = Field(default=5.0, gt=0)
     # The checkpoint origin line (C2SP tlog-checkpoint); default: <public_url host>/audit.
     checkpoint_origin: str | None = None
+    # Entries younger than this many days cannot be purged (issue 4, item 8; the ledger's
+    # retention rule, see services.audit.retention). Never below 180 in production.
+    audit_retention_days: int = Field(default=180, ge=1)
+
+    @model_validator(mode="after")
+    def _retention_floor(self) -> AuditSettings:
+        if (
+            self.environment is Environment.PRODUCTION
+            and self.audit_retention_days < MIN_RETENTION_DAYS
+        ):
+            raise ValueError(
+                f"ONECARD_AUDIT_RETENTION_DAYS is {self.audit_retention_days}; "
+                f"production keeps audit entries at least {MIN_RETENTION_DAYS} days"
+            )
+        return self
 
     def checkpoint_key_secret(self) -> SecretStr:
         """The key encryption key; in development and tests one is generated under var/."""

@@ -13,7 +13,12 @@ What it checks, reporting every problem (not just the first):
   root, and extended with the entries in between it gives the newer root: the newer tree
   extends the older one (RFC 9162 consistency, checked without keeping any leaf);
 - the end: no checkpoint lies beyond the last entry, and the ledger's head counts exactly the
-  entries found (a truncated tail shows either way).
+  entries found (a truncated tail shows either way);
+- after a purge (``services.audit.retention``): the purges chain from entry 0, the entries
+  resume exactly at the last purge's boundary, the tree is recomputed from the frontier stored
+  there, and a signed checkpoint at or beyond the boundary authenticates that frontier.
+  Checkpoints below the boundary are checked on their own (signature, row) only: their entries
+  are in the exports, which ``onecard audit verify-export`` checks.
 
 Memory stays bounded: entries are read in chunks by keyset pagination and only compact trees
 (at most 64 hashes each) are kept. Checkpoint rows are read up front (a few hundred bytes each).
@@ -26,13 +31,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.audit.checkpoint import SignedCheckpoint, verify_checkpoint
 from services.audit.checkpoints import public_keys
 from services.audit.merkle import CompactTree, HashAlgorithm, leaf_hash
 from services.audit.models import AuditCheckpoint, AuditEntry
+from services.audit.retention import purge_history
 from services.kit.database import Database
 
 _entries = AuditEntry.__table__  # type: ignore[attr-defined]
@@ -59,6 +65,8 @@ class Report:
     checkpoints: int = 0
     seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
+    purged: int = 0  # entries below the last purge's boundary (in exports, not here)
+    notes: list[str] = field(default_factory=list)  # what could not be checked, and why
 
     @property
     def ok(self) -> bool:
@@ -92,19 +100,33 @@ async def verify_ledger(
     """
     started = time.perf_counter()
     report = Report()
-    add = report.findings.append
     async with db.engine.connect() as conn:
+        if not db.is_sqlite:
+            # One snapshot for every read: appends or a purge committing meanwhile would
+            # otherwise show as a head mismatch or a gap (PostgreSQL reads each statement
+            # afresh under READ COMMITTED).
+            await conn.execution_options(isolation_level="REPEATABLE READ")
         keys = dict(trusted_keys) if trusted_keys is not None else await public_keys(conn)
         checkpoints = await _checked_checkpoints(conn, keys, algorithm, report)
         kept = _checked_pins(pinned, keys, algorithm, report)
         head = await conn.scalar(text("SELECT size FROM audit_head WHERE id = 1"))
-
-        tree = CompactTree(algorithm=algorithm)
-        bridge: CompactTree | None = None  # from the previous checkpoint's stored frontier
-        previous: _Checkpoint | None = None
-        pending = iter(checkpoints)
-        upcoming = next(pending, None)
-        last_seq = -1
+        prefix = await _checked_purges(conn, algorithm, report)
+        if prefix is None:  # the last purge's frontier is unusable: nothing to build on
+            report.seconds = time.perf_counter() - started
+            return report
+        start = report.purged = prefix.size
+        if start:
+            await _after_purge(conn, start, checkpoints, kept, report)
+        walk = _Walk(
+            prefix,
+            [c for c in checkpoints if c.size >= start],
+            {size: pins for size, pins in kept.items() if size >= start},
+            algorithm,
+            report,
+        )
+        if start:  # a checkpoint exactly at the purge boundary checks the frontier itself
+            walk.reached()
+        last_seq = start - 1
         while True:
             rows = (
                 await conn.execute(
@@ -117,67 +139,170 @@ async def verify_ledger(
             if not rows:
                 break
             for row in rows:
-                seq = int(row.seq)
-                expected = last_seq + 1
-                if seq != expected:
-                    missing = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
-                    add(Finding("gap", f"entry {seq}", f"entries {missing} are missing"))
-                last_seq = seq
-                computed = leaf_hash(bytes(row.record), algorithm=algorithm)
-                if computed != bytes(row.leaf_hash):
-                    add(
-                        Finding(
-                            "leaf hash",
-                            f"entry {seq}",
-                            "the stored record does not hash to the stored leaf_hash "
-                            "(record or hash edited)",
-                        )
-                    )
-                tree.append(computed)
-                if bridge is not None:
-                    bridge.append(computed)
-                report.entries += 1
-                for pin in kept.pop(tree.size, ()):
-                    if pin.checkpoint.root != tree.root():
-                        add(
-                            Finding(
-                                "root",
-                                f"pinned checkpoint {tree.size}",
-                                "the root recomputed from the stored entries differs from "
-                                "the checkpoint kept by the auditor",
-                            )
-                        )
-                while upcoming is not None and upcoming.size == tree.size:
-                    bridge = _at_checkpoint(upcoming, previous, tree, bridge, algorithm, report)
-                    previous = upcoming
-                    upcoming = next(pending, None)
-    while upcoming is not None:
-        add(
-            Finding(
-                "beyond the end",
-                f"checkpoint {upcoming.size}",
-                f"the ledger holds only {report.entries} entries: entries were removed",
-            )
-        )
-        upcoming = next(pending, None)
-    for size in sorted(kept):
-        add(
-            Finding(
-                "beyond the end",
-                f"pinned checkpoint {size}",
-                f"the ledger holds only {report.entries} entries: entries were removed",
-            )
-        )
-    if head is not None and int(head) != report.entries:
-        add(
-            Finding(
-                "head",
-                "ledger head",
-                f"the head counts {int(head)} entries but {report.entries} are stored",
-            )
+                walk.entry(int(row.seq), bytes(row.record), bytes(row.leaf_hash))
+            last_seq = int(rows[-1].seq)
+    walk.finish()
+    if head is not None and int(head) != start + report.entries:
+        stored = f"{report.entries} are stored"
+        if start:
+            stored = f"{start} purged and {stored}"
+        report.findings.append(
+            Finding("head", "ledger head", f"the head counts {int(head)} entries but {stored}")
         )
     report.seconds = time.perf_counter() - started
     return report
+
+
+class _Walk:
+    """The tree recomputed entry by entry, checked at every checkpoint and kept checkpoint."""
+
+    def __init__(
+        self,
+        tree: CompactTree,
+        checkpoints: Sequence[_Checkpoint],
+        kept: dict[int, list[SignedCheckpoint]],
+        algorithm: HashAlgorithm,
+        report: Report,
+    ) -> None:
+        self.tree = tree
+        self.kept = kept
+        self.algorithm = algorithm
+        self.report = report
+        self.bridge: CompactTree | None = None  # from the previous checkpoint's stored frontier
+        self.previous: _Checkpoint | None = None
+        self.pending = iter(checkpoints)
+        self.upcoming = next(self.pending, None)
+        self.expected = tree.size
+
+    def entry(self, seq: int, record: bytes, stored_leaf: bytes) -> None:
+        add = self.report.findings.append
+        if seq != self.expected:
+            expected = self.expected
+            missing = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
+            add(Finding("gap", f"entry {seq}", f"entries {missing} are missing"))
+        self.expected = seq + 1
+        computed = leaf_hash(record, algorithm=self.algorithm)
+        if computed != stored_leaf:
+            add(
+                Finding(
+                    "leaf hash",
+                    f"entry {seq}",
+                    "the stored record does not hash to the stored leaf_hash "
+                    "(record or hash edited)",
+                )
+            )
+        self.tree.append(computed)
+        if self.bridge is not None:
+            self.bridge.append(computed)
+        self.report.entries += 1
+        self.reached()
+
+    def reached(self) -> None:
+        """Check what was signed or kept at the tree's current size."""
+        _check_pins(self.kept.pop(self.tree.size, ()), self.tree, self.report)
+        while self.upcoming is not None and self.upcoming.size == self.tree.size:
+            self.bridge = _at_checkpoint(
+                self.upcoming, self.previous, self.tree, self.bridge, self.algorithm, self.report
+            )
+            self.previous = self.upcoming
+            self.upcoming = next(self.pending, None)
+
+    def finish(self) -> None:
+        """Whatever was signed or kept beyond the last entry means entries were removed."""
+        beyond = [] if self.upcoming is None else [self.upcoming.size]
+        beyond += [c.size for c in self.pending]
+        where = [f"checkpoint {size}" for size in beyond]
+        where += [f"pinned checkpoint {size}" for size in sorted(self.kept)]
+        for name in where:
+            self.report.findings.append(
+                Finding(
+                    "beyond the end",
+                    name,
+                    f"the ledger holds only {self.tree.size} entries: entries were removed",
+                )
+            )
+
+
+def _check_pins(pins: Sequence[SignedCheckpoint], tree: CompactTree, report: Report) -> None:
+    for pin in pins:
+        if pin.checkpoint.root != tree.root():
+            report.findings.append(
+                Finding(
+                    "root",
+                    f"pinned checkpoint {tree.size}",
+                    "the root recomputed from the stored entries differs from "
+                    "the checkpoint kept by the auditor",
+                )
+            )
+
+
+async def _checked_purges(
+    conn: AsyncConnection, algorithm: HashAlgorithm, report: Report
+) -> CompactTree | None:
+    """The tree at the last purge's boundary (empty if none); None when it is unusable.
+
+    Each purge must start where the previous one ended (the first at 0): a purge row cannot
+    hide a deletion elsewhere in the ledger.
+    """
+    tree = CompactTree(algorithm=algorithm)
+    for purge in await purge_history(conn):
+        where = f"purge {purge.end_seq}"
+        if purge.start_seq != tree.size:
+            report.findings.append(
+                Finding(
+                    "purge",
+                    where,
+                    f"starts at entry {purge.start_seq}, not where the ledger then began "
+                    f"({tree.size})",
+                )
+            )
+        try:
+            tree = CompactTree.from_bytes(bytes(purge.frontier), algorithm=algorithm)
+        except ValueError as exc:
+            report.findings.append(Finding("frontier", where, f"unusable: {exc}"))
+            return None
+        if tree.size != purge.end_seq:
+            report.findings.append(
+                Finding("frontier", where, f"is the frontier of {tree.size} entries")
+            )
+            return None
+    return tree
+
+
+async def _after_purge(
+    conn: AsyncConnection,
+    start: int,
+    checkpoints: Sequence[_Checkpoint],
+    kept: Mapping[int, Sequence[SignedCheckpoint]],
+    report: Report,
+) -> None:
+    """What a purge up to ``start`` leaves to check, and what it takes out of reach."""
+    below = await conn.scalar(
+        select(func.count()).select_from(_entries).where(_entries.c.seq < start)
+    )
+    if below:
+        report.findings.append(
+            Finding("purge", f"purge {start}", f"{below} entries remain below its boundary")
+        )
+    if not any(c.size >= start for c in checkpoints):
+        report.findings.append(
+            Finding(
+                "purge",
+                f"purge {start}",
+                "no signed checkpoint at or beyond the boundary authenticates its frontier",
+            )
+        )
+    purged = sum(1 for c in checkpoints if c.size < start)
+    if purged:
+        report.notes.append(
+            f"{purged} checkpoint(s) below the purge boundary {start}: signatures checked, "
+            "their entries are in the exports (onecard audit verify-export)"
+        )
+    for size in sorted(s for s in kept if s < start):
+        report.notes.append(
+            f"pinned checkpoint {size} lies below the purge boundary {start}: check it against "
+            "the export that holds it"
+        )
 
 
 def _at_checkpoint(

@@ -23,10 +23,13 @@ from starlette.responses import Response
 from services.kit import auth
 from services.kit import logging as kit_logging
 from services.kit import redis as kit_redis
+from services.kit.audit import AuditClient, refusal_record
+from services.kit.credentials import TOKEN_PATH, ServiceTokens
 from services.kit.database import Database
 from services.kit.errors import Problem, install_handlers, problem_response
 from services.kit.middleware import RequestContextMiddleware
 from services.kit.migrations import alembic_config, upgrade
+from services.kit.policy_watch import PolicyWatcher
 from services.kit.revocation import Revocations
 from services.kit.settings import ServiceSettings
 from services.kit.tokens import JwksSource, TokenVerifier
@@ -62,6 +65,7 @@ def create_service_app(
     redis_required: bool = True,
     public_prefix: str | None = None,
     token_audience: str | None = None,
+    audited: bool = True,
 ) -> FastAPI:
     """Build one service.
 
@@ -73,6 +77,9 @@ def create_service_app(
     ``/fhir``) the service verifies bearer tokens meant for ``<public_url><prefix>``
     (``services.kit.auth.require_token``); keys come from the identity service's JWKS unless
     ``on_startup`` put a key source of the service's own in ``app.state.token_keys``.
+    With ``audited`` (all but the ledger itself) the service holds an audit client
+    (``app.state.audit``, :mod:`services.kit.audit`) when ``settings.audit_url`` is set, and
+    every refusal it answers (401, 403) is recorded in the ledger.
     """
     service = settings.service
 
@@ -96,6 +103,8 @@ def create_service_app(
         )
         app.state.runtime = Runtime(settings=settings, db=db, redis=redis)
         jwks: JwksSource | None = None
+        # Before on_startup, which may replace it (tests give it a token source of their own).
+        watcher = _install_audit(app, settings) if audited else None
         try:
             if on_startup is not None:
                 await on_startup(app)
@@ -110,11 +119,14 @@ def create_service_app(
                     leeway=settings.token_leeway,
                 )
                 auth.install(app, verifier, Revocations(redis, leeway=settings.token_leeway))
+            if watcher is not None:
+                watcher.start()
             log.info("service started", extra={"redis": redis.display_url})
             yield
         finally:
             if on_shutdown is not None:
                 await on_shutdown(app)
+            await _uninstall_audit(app, watcher)
             if jwks is not None:
                 await jwks.aclose()
             await redis.close()
@@ -138,6 +150,42 @@ def create_service_app(
         app.include_router(router)
     app.add_middleware(RequestContextMiddleware, service=service)
     return app
+
+
+def _install_audit(app: FastAPI, settings: ServiceSettings) -> PolicyWatcher | None:
+    """The audit client, the refusal hook and the policy watcher of an audited service."""
+    app.state.on_refused = _record_refusal
+    app.state.audit = _audit_client(settings, settings.audit_url) if settings.audit_url else None
+    if settings.audit_url is None:
+        return None
+    return PolicyWatcher(
+        app, ledger_url=settings.audit_url, interval=settings.policy_refresh_seconds
+    )
+
+
+async def _uninstall_audit(app: FastAPI, watcher: PolicyWatcher | None) -> None:
+    if watcher is not None:
+        await watcher.aclose()
+    audit: AuditClient | None = getattr(app.state, "audit", None)
+    if audit is not None:
+        await audit.aclose()
+
+
+def _audit_client(settings: ServiceSettings, ledger_url: str) -> AuditClient:
+    tokens = ServiceTokens(
+        credentials_path=settings.audit_credentials_path(),
+        token_url=settings.token_url,
+        audience=settings.public_url.rstrip("/") + TOKEN_PATH,
+        scope="audit.append",
+        timeout=settings.audit_timeout,
+    )
+    return AuditClient(ledger_url=ledger_url, tokens=tokens, timeout=settings.audit_timeout)
+
+
+def _record_refusal(request: Request, problem: Problem) -> None:
+    audit: AuditClient | None = getattr(request.app.state, "audit", None)
+    if audit is not None:
+        audit.record_later(refusal_record(request, problem))
 
 
 def _operations_router(

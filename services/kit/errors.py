@@ -78,6 +78,12 @@ def register_renderer(app: FastAPI, prefix: str, renderer: Renderer) -> None:
 
 
 def render(request: Request, problem: Problem) -> Response:
+    """The response for ``problem``; a refusal (401, 403) is also handed to the app's
+    ``on_refused`` hook, which records it in the audit ledger (``services.kit.app``)."""
+    if problem.status in (401, 403):
+        on_refused = getattr(request.app.state, "on_refused", None)
+        if on_refused is not None:
+            on_refused(request, problem)
     path = request.url.path
     for prefix, renderer in getattr(request.app.state, "error_renderers", []):
         if path == prefix or path.startswith(prefix.rstrip("/") + "/"):

@@ -33,8 +33,9 @@ LATENCY = Histogram(
 
 # Probes and scrapes would drown the access log; they are still counted in the metrics. Any
 # path ending so is one, also under a public prefix: ``/identity/healthz`` is probed through
-# the gateway, and both processes would otherwise log every probe.
-_QUIET_SUFFIXES = ("/healthz", "/readyz", "/metrics")
+# the gateway, and both processes would otherwise log every probe. Every service polls the
+# ledger's ``/audit/policy`` (services.kit.policy_watch); a change to it is a ledger entry.
+_QUIET_SUFFIXES = ("/healthz", "/readyz", "/metrics", "/audit/policy")
 _REQUEST_ID_BYTES = REQUEST_ID_HEADER.encode()
 
 

@@ -143,6 +143,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _rule("/audit/me", 2),  # the citizen's own access log
     _rule("/audit/checkpoints", 1, "GET", "HEAD"),  # signed checkpoints and their key: public
     _rule("/audit/consistency", 1, "GET", "HEAD", exact=True),  # consistency proofs: public
+    _rule("/audit/policy", 1, "GET", "HEAD", exact=True),  # the levels in force: public
 )
 # Resource types whose records hold a level other than their route's; a type only raises.
 DEFAULT_FHIR_TYPES: Mapping[str, int] = MappingProxyType({})

@@ -66,6 +66,28 @@ class ServiceSettings(BaseSettings):
     #   "fhir_types": {"Observation": 4}, "labels": {"http://...|CODE": 4}}'; validated at
     # start-up (an unknown level or a malformed prefix stops the process with the reason).
     protection_policy: PolicyOverride | None = None
+    # The audit ledger (issue 4), reached directly, not through the gateway. None turns the
+    # audit client off: accesses are then only logged (``audit.local``), which is refused in
+    # production.
+    audit_url: str | None = "http://127.0.0.1:8004"
+    # How often the policy the security administrator set in the ledger is fetched (seconds).
+    policy_refresh_seconds: float = 5.0
+    # How long a level-3 request waits for the ledger's receipt before it is refused (503).
+    audit_timeout: float = 2.0
+    # This service's platform credentials (a registered client allowed ``audit.append``);
+    # default ``<var_dir>/credentials/<service>.json``, provisioned by identity in development.
+    audit_credentials: Path | None = None
+    # The identity service's token endpoint, reached directly.
+    token_url: str = "http://127.0.0.1:8001/identity/oauth2/token"  # noqa: S105 - a URL
+
+    @model_validator(mode="after")
+    def _check_audit(self) -> ServiceSettings:
+        if self.environment is Environment.PRODUCTION and self.audit_url is None:
+            raise ValueError("ONECARD_AUDIT_URL must name the audit ledger in production")
+        return self
+
+    def audit_credentials_path(self) -> Path:
+        return self.audit_credentials or self.var_dir / "credentials" / f"{self.service}.json"
 
     @model_validator(mode="after")
     def _check_placeholder_secrets(self) -> ServiceSettings:

@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from identity.app import create_app
 from identity.clients.bootstrap import add_client
 from identity.clients.models import ClientKind
+from identity.scopes import SERVICE_SCOPES, role_of
 from identity.settings import IdentitySettings
-from identity.simulators.client import ClientCredentials
+from services.kit.credentials import ClientCredentials
 from tests.harness import serve_asgi
 
 
@@ -72,9 +73,18 @@ class IdentityService:
             facility=facility,
         )
 
-    async def token(self, scope: str, *, kind: ClientKind = ClientKind.ADMIN) -> str:
-        """An access token from a freshly registered client allowed exactly ``scope``."""
-        credentials = await self.add_client(kind=kind, scopes=scope.split())
+    async def token(self, scope: str, *, kind: ClientKind | None = None) -> str:
+        """An access token from a freshly registered client allowed exactly ``scope`` (an
+        administrator's for administrators' scopes, a service's for ``audit.append``, else a
+        hospital system's: separation of duties allows no other)."""
+        scopes = scope.split()
+        if kind is None:
+            kind = ClientKind.HOSPITAL
+            if all(role_of(s) for s in scopes):
+                kind = ClientKind.ADMIN
+            elif set(scopes) <= SERVICE_SCOPES:
+                kind = ClientKind.SERVICE
+        credentials = await self.add_client(kind=kind, scopes=scopes)
         return await credentials.fetch_token(self.http, scope)
 
     async def auth(self, scope: str) -> dict[str, str]:

@@ -10,9 +10,9 @@ import pytest
 
 from identity.demo import DEMO_PIN, seed
 from identity.simulators.card import VirtualCard
-from identity.simulators.client import ClientCredentials
 from identity.simulators.terminal import VirtualTerminal, tap
 from services.kit import topology
+from services.kit.credentials import ClientCredentials
 from services.launcher import Launcher
 from tests.harness import free_port_block
 

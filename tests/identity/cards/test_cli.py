@@ -24,7 +24,7 @@ from identity.clients.models import ClientKind
 from identity.national_id import make_national_id
 from identity.settings import IdentitySettings
 from identity.simulators.card import VirtualCard
-from identity.simulators.client import ClientCredentials
+from services.kit.credentials import ClientCredentials
 from services.kit.database import Database
 from services.kit.redis import connect
 from services.kit.revocation import Revocations

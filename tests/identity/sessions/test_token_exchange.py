@@ -10,8 +10,8 @@ import secrets
 from typing import Any
 
 from identity.clients.models import ClientKind
-from identity.simulators.client import ASSERTION_TYPE, ClientCredentials
 from identity.simulators.terminal import TapResult, app_login, tap
+from services.kit.credentials import ASSERTION_TYPE, ClientCredentials
 from services.kit.tokens import unverified_claims
 from tests.identity.terminals.conftest import ISSUER, PIN, Taps
 

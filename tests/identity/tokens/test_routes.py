@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from identity.clients.models import ClientKind
-from identity.simulators.client import ASSERTION_TYPE, ClientCredentials
+from services.kit.credentials import ASSERTION_TYPE, ClientCredentials
 from services.kit.tokens import KeySet, StaticKeySource, TokenVerifier
 from tests.identity.conftest import IdentityService
 

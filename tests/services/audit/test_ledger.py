@@ -14,8 +14,8 @@ from sqlalchemy import text
 from services.audit.app import create_app
 from services.audit.ledger import Ledger
 from services.audit.merkle import HashAlgorithm, leaf_hash
-from services.audit.records import Agent, AuditRecord
 from services.audit.settings import AuditSettings
+from services.kit.audit_record import Agent, AuditRecord
 from services.kit.database import Database
 from tests.harness import serve_asgi
 

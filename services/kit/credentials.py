@@ -1,13 +1,14 @@
 """A registered client's credentials file and the SMART Backend Services token request.
 
-What a hospital system (or a terminal, or an administrator) holds: its client id and the
-private key whose public JWK it registered. To get a token it signs a short client assertion
-(RFC 7523, ``private_key_jwt``) addressed to the token endpoint, and posts it with
+What a hospital system (or a terminal, an administrator, a platform service) holds: its client
+id and the private key whose public JWK it registered. To get a token it signs a short client
+assertion (RFC 7523, ``private_key_jwt``) addressed to the token endpoint, and posts it with
 ``grant_type=client_credentials`` (SMART App Launch, backend services).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -116,3 +117,76 @@ class ClientCredentials:
         return cls(
             client_id=data["client_id"], kid=data["kid"], private_key=key, base_url=data["base_url"]
         )
+
+
+class TokenUnavailable(Exception):
+    """No access token could be had (no credentials file yet, or the token endpoint refused)."""
+
+
+class ServiceTokens:
+    """Access tokens for one platform service, from its credentials file (SMART Backend
+    Services ``client_credentials``, ``private_key_jwt``), cached until shortly before they
+    expire.
+
+    The credentials file is read on each fetch, not at start-up: a service starts before the
+    identity service has provisioned it, and picks its credentials up as soon as they exist.
+    """
+
+    # Fetch a new token this long before the current one expires (tokens live 300 s).
+    MARGIN_SECONDS = 30.0
+
+    def __init__(
+        self,
+        *,
+        credentials_path: Path,
+        token_url: str,
+        audience: str,
+        scope: str,
+        timeout: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.credentials_path = credentials_path
+        self.token_url = token_url
+        # RFC 7523 section 3: the assertion's aud is the token endpoint's public URL, even
+        # when the service reaches identity directly (the identity service checks it so).
+        self.audience = audience
+        self.scope = scope
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._expires = 0.0
+
+    async def __call__(self, refresh: bool = False) -> str:
+        if self._token is not None and not refresh and time.time() < self._expires:
+            return self._token
+        async with self._lock:
+            if self._token is not None and not refresh and time.time() < self._expires:
+                return self._token
+            self._token, lifetime = await self._fetch()
+            self._expires = time.time() + max(lifetime - self.MARGIN_SECONDS, 1.0)
+            return self._token
+
+    async def _fetch(self) -> tuple[str, float]:
+        try:
+            credentials = ClientCredentials.load(self.credentials_path)
+        except FileNotFoundError:
+            raise TokenUnavailable(f"no service credentials at {self.credentials_path}") from None
+        except (ValueError, KeyError, OSError) as exc:
+            raise TokenUnavailable(f"unusable service credentials: {exc}") from None
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": credentials.assertion(audience=self.audience),
+            "scope": self.scope,
+        }
+        try:
+            response = await self._http.post(self.token_url, data=form)
+        except httpx.HTTPError as exc:
+            raise TokenUnavailable(f"token endpoint unreachable: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise TokenUnavailable(f"token endpoint answered {response.status_code}")
+        body = response.json()
+        return str(body["access_token"]), float(body.get("expires_in", 60))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

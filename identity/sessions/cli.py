@@ -1,0 +1,110 @@
+"""``onecard app ...``: what the citizen's mobile app does, with a virtual card over "NFC".
+
+``access-log`` signs in with the card (+ PIN: the access log is level 2, the records it names
+are the citizen's own), lists who accessed the citizen's data (``GET /audit/me``), and proves
+each entry offline against the ledger's checkpoint key, as the app would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from rich.console import Console
+from rich.table import Table
+
+from identity.simulators.card import CardError, VirtualCard
+from identity.simulators.terminal import FlowError, app_login
+from services.audit.offline import verify_entry
+
+app = typer.Typer(no_args_is_help=True, help="The citizen's mobile app, with a virtual card.")
+console = Console()
+errors = Console(stderr=True)
+
+
+def installation_id(card: VirtualCard) -> str:
+    """A stable installation id for this card's "phone" (the real app makes a random one)."""
+    return "cli-" + hashlib.sha256(card.serial.encode()).hexdigest()[:24]
+
+
+@app.command("access-log")
+def access_log(
+    card: Annotated[Path, typer.Option(help="The virtual card file.")],
+    base_url: Annotated[str, typer.Option(help="The gateway.")] = "http://127.0.0.1:8000",
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+) -> None:
+    """Who accessed my data: the newest entries, each proven in the ledger's signed tree."""
+    try:
+        virtual_card = VirtualCard.load(card)
+    except CardError as exc:
+        errors.print(f"[red]cannot read the card:[/red] {exc}")
+        raise typer.Exit(2) from None
+    pin = typer.prompt("PIN", hide_input=True)  # to the card only, never over the network
+
+    async def run() -> tuple[list[dict[str, Any]], ec.EllipticCurvePublicKey]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=15) as http:
+            tokens = await app_login(
+                http, installation_id=installation_id(virtual_card), card=virtual_card, pin=pin
+            )
+            auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+            response = await http.get("/audit/me", params={"limit": limit}, headers=auth)
+            if response.status_code != 200:
+                raise FlowError("access log", response)
+            key = await http.get("/audit/checkpoints/key")
+            key.raise_for_status()
+            public = serialization.load_pem_public_key(key.json()["public_key_pem"].encode())
+            if not isinstance(public, ec.EllipticCurvePublicKey):
+                raise ValueError("the ledger's checkpoint key is not an EC key")
+            entries: list[dict[str, Any]] = response.json()
+            return entries, public
+
+    try:
+        entries, key = asyncio.run(run())
+    except FlowError as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    except CardError as exc:
+        errors.print(f"[red]the card refused:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except (httpx.HTTPError, ValueError) as exc:
+        errors.print(f"[red]cannot reach {base_url}:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _print(entries, key)
+
+
+def _print(entries: list[dict[str, Any]], key: ec.EllipticCurvePublicKey) -> None:
+    table = Table(title="Who accessed my data (newest first)")
+    for column in ("#", "time", "who", "via", "what", "purpose", "outcome", "proof"):
+        table.add_column(column)
+    failed = 0
+    for entry in entries:
+        record = entry["record"]
+        agent = record.get("agent", {})
+        problem = verify_entry(entry, key)
+        pending = problem is not None and "not yet covered" in problem
+        failed += problem is not None and not pending
+        what = f"{record.get('action')} {record.get('entity_type')}"
+        if record.get("entity_id"):
+            what += f"/{record['entity_id']}"
+        table.add_row(
+            str(entry["seq"]),
+            record.get("time", "")[:19],
+            agent.get("who", ""),
+            agent.get("acting_via") or "",
+            what,
+            record.get("purpose") or "",
+            record.get("outcome", ""),
+            "[green]verified[/green]"
+            if problem is None
+            else ("[yellow]pending checkpoint[/yellow]" if pending else f"[red]{problem}[/red]"),
+        )
+    console.print(table)
+    if failed:
+        errors.print(f"[red]{failed} entries failed verification[/red]")
+        raise typer.Exit(1)
