@@ -20,6 +20,7 @@ from rich.table import Table
 from bench import (
     BenchmarkError,
     audit_append,
+    audit_latency,
     audit_verify,
     gateway_overhead,
     machine,
@@ -55,6 +56,12 @@ BENCHMARKS: list[Benchmark] = [
         "audit-append",
         "Durable audit appends/s at concurrency 16, on PostgreSQL (issue 4)",
         audit_append.run,
+    ),
+    Benchmark(
+        "audit-latency",
+        "Added p50 latency of a level-3 request because of auditing, concurrency 1 and 16 "
+        "(issue 4)",
+        audit_latency.run,
     ),
     Benchmark(
         "audit-verify",
