@@ -48,10 +48,11 @@ PURPOSES: dict[str, Purpose] = {
     "pension_office": Purpose("pension", ("benefits.read",), ("/social-security",)),
     "bus": Purpose("transit", ("transit.ride",), ("/identity",)),
     "library": Purpose("library", ("library.borrow",), ("/identity",)),
-    # The citizen's own phone reading the card over NFC: their own data, everywhere.
+    # The citizen's own phone reading the card over NFC: their own data, everywhere, and the
+    # Consent that decides which other hospitals may read their records.
     "mobile_app": Purpose(
         "health",
-        ("patient/*.rs", "benefits.read", "card.self", "audit.self"),
+        ("patient/*.rs", "patient/Consent.cru", "benefits.read", "card.self", "audit.self"),
         RESOURCE_PREFIXES,
     ),
 }

@@ -10,6 +10,7 @@ from identity.citizens import service
 from identity.citizens.schemas import CitizenCreate, CitizenPublic, NationalIdLookup
 from identity.field_crypto import BlindIndex, FieldCipher
 from identity.settings import IdentitySettings
+from services.kit.audit import audit_access
 from services.kit.auth import require_token
 from services.kit.deps import SessionDep
 from services.kit.errors import PROBLEM_JSON
@@ -69,11 +70,16 @@ CryptoDep = Annotated[CitizenCrypto, Depends(_crypto)]
     responses={409: _problem("A citizen with this national ID number is already registered")},
 )
 async def register_citizen(
-    data: CitizenCreate, session: SessionDep, crypto: CryptoDep, response: Response
+    data: CitizenCreate,
+    session: SessionDep,
+    crypto: CryptoDep,
+    request: Request,
+    response: Response,
 ) -> CitizenPublic:
     citizen = await service.register(
         session=session, cipher=crypto.cipher, index=crypto.index, data=data
     )
+    await _audit(request, citizen.pseudonym, "C")
     # RFC 9110 section 15.3.2: 201 names the created resource.
     response.headers["Location"] = f"{router.prefix}/{citizen.pseudonym}"
     return service.public_view(citizen=citizen, cipher=crypto.cipher)
@@ -87,11 +93,12 @@ async def register_citizen(
     responses={404: _problem("No citizen is registered with this national ID number")},
 )
 async def lookup_citizen(
-    query: NationalIdLookup, session: SessionDep, crypto: CryptoDep
+    query: NationalIdLookup, session: SessionDep, crypto: CryptoDep, request: Request
 ) -> CitizenPublic:
     citizen = await service.find_by_national_id(
         session=session, index=crypto.index, number=query.national_id
     )
+    await _audit(request, citizen.pseudonym, "R")
     return service.public_view(citizen=citizen, cipher=crypto.cipher)
 
 
@@ -100,6 +107,23 @@ async def lookup_citizen(
     summary="A citizen by pseudonymous id",
     responses={404: _problem("No citizen has this id")},
 )
-async def read_citizen(pseudonym: str, session: SessionDep, crypto: CryptoDep) -> CitizenPublic:
+async def read_citizen(
+    pseudonym: str, session: SessionDep, crypto: CryptoDep, request: Request
+) -> CitizenPublic:
     citizen = await service.get(session=session, pseudonym=pseudonym)
+    await _audit(request, citizen.pseudonym, "R")
     return service.public_view(citizen=citizen, cipher=crypto.cipher)
+
+
+async def _audit(request: Request, pseudonym: str, action: str) -> None:
+    """The registry holds a citizen's name, phone and national ID number: every access is in
+    the ledger (durable first: level 3) before the answer leaves or the registration commits,
+    and the citizen sees it in their access log."""
+    await audit_access(
+        request,
+        action=action,
+        entity_type="Citizen",
+        entity_id=pseudonym,
+        citizen=pseudonym,
+        level=3,
+    )

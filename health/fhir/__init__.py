@@ -1,0 +1,1 @@
+"""FHIR R4 wire format: validation, OperationOutcome, references, compartments, JSON Patch."""

@@ -1,0 +1,220 @@
+"""FHIR search over HTTP (FHIR R4 http.html#search, search.html).
+
+``GET /fhir/{type}?...``, ``POST /fhir/{type}/_search`` (parameters in the query and/or an
+``application/x-www-form-urlencoded`` body) and the system-level ``GET /fhir?_type=A,B&...``.
+Answers are searchset Bundles whose links start with the base URL the client used; refusals
+are Problems, rendered as OperationOutcome under /fhir. Unknown parameters are a 400 unless
+the client sends ``Prefer: handling=lenient`` (search.html#errors), when they are ignored
+and reported in an OperationOutcome entry.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, ClassVar
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import or_
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.responses import Response
+
+from health import access
+from health.access import check_search
+from health.auditing import Touched, record_accesses
+from health.fhir.compartment import patient_key
+from health.fhir.media import base_url, check_format, fhir_json
+from health.search.bundle import searchset
+from health.search.clauses import Restriction
+from health.search.query import SearchResult, search
+from health.store import service
+from services.kit.auth import require_token
+from services.kit.deps import SessionDep
+from services.kit.errors import Problem
+from services.kit.protection import ProtectionPolicy, protection_guard
+from services.kit.tokens import AccessToken, scope_allows
+
+
+class ResourceTypeConvertor(Convertor[str]):
+    """Resource type names start with a capital (FHIR R4 resourcelist.html), so the search
+    routes never shadow ``/fhir/metadata`` or ``/fhir/_history`` whatever the route order."""
+
+    regex: ClassVar[str] = "[A-Z][A-Za-z]{1,63}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("fhirtype", ResourceTypeConvertor())
+
+# Defence in depth: the graded-protection table the gateway enforces (issue 4), again here.
+router = APIRouter(tags=["search"], dependencies=[Depends(protection_guard())])
+
+Token = Annotated[AccessToken, Depends(require_token())]
+_FORM = "application/x-www-form-urlencoded"
+_MAX_FORM_BYTES = 64 * 1024
+
+
+async def restriction(session: SessionDep, token: Token) -> Restriction | None:
+    """What of the store this token may see in search results, as one WHERE clause on the
+    resources table (health.access): a hospital, what it wrote, records in no patient's
+    compartment, and the patients who consented or whose glass it broke; a card holder, the
+    compartments of their own Patient records. Chains, _has and includes obey it too."""
+    reader = await access.reader_of(session, token)
+    if reader.institution:
+        consented, glass = await access.readable_patients(session, reader)
+        keys = sorted(consented | glass)
+        client_id = token.client_id
+        return lambda r: or_(
+            r.c.author == client_id, r.c.patient_key.is_(None), r.c.patient_key.in_(keys)
+        )
+    own = sorted(reader.patients)
+    return lambda r: or_(r.c.patient_key.is_(None), r.c.patient_key.in_(own))
+
+
+Restrict = Annotated[Restriction | None, Depends(restriction)]
+
+
+def _lenient(request: Request) -> bool:
+    # RFC 7240 Prefer, FHIR R4 search.html#errors: handling=strict|lenient.
+    prefer = request.headers.get("prefer", "")
+    return any(
+        re.fullmatch(r"\s*handling\s*=\s*\"?lenient\"?\s*", part)
+        for part in re.split(r"[,;]", prefer)
+    )
+
+
+def _may(token: AccessToken, resource_type: str, letter: str) -> bool:
+    # SMART App Launch v2 scopes: an included resource is read ("r"); a chain or _has
+    # searches its type ("s").
+    return any(
+        scope_allows(token.scope, f"{context}/{resource_type}.{letter}")
+        for context in ("system", "user", "patient")
+    )
+
+
+async def _answer(
+    request: Request,
+    session: SessionDep,
+    token: AccessToken,
+    restrict: Restriction | None,
+    resource_types: list[str],
+    params: list[tuple[str, str]],
+    path: str,
+) -> Response:
+    check_format(request)
+    for resource_type in resource_types:
+        check_search(token, resource_type)
+    base = base_url(request)
+    result = await search(
+        session,
+        resource_types,
+        params,
+        base_url=base,
+        restrict=restrict,
+        lenient=_lenient(request),
+        may_include=lambda resource_type: _may(token, resource_type, "r"),
+        may_search=lambda resource_type: _may(token, resource_type, "s"),
+    )
+    await _screen_and_audit(request, session, token, result)
+    return fhir_json(searchset(result, base=base, path=path))
+
+
+async def _screen_and_audit(
+    request: Request, session: SessionDep, token: AccessToken, result: SearchResult
+) -> None:
+    """Sensitive (level 4) records leave only to whom access.check_may_read allows them; what
+    leaves is in the audit ledger first, one entry per patient."""
+    reader = await access.reader_of(session, token)
+    policy: ProtectionPolicy = getattr(request.app.state, "protection_policy", None) or (
+        ProtectionPolicy()
+    )
+    default = (
+        access.TREATMENT if reader.institution or not reader.own_app else (access.PATIENT_REQUEST)
+    )
+    touched: list[Touched] = []
+    for group in (result.matches, result.included):
+        kept = []
+        for found in group:
+            resource = orjson.loads(found.content)
+            level = access.level_of(policy, found.resource_type, resource)
+            purpose = default
+            if level >= 4:
+                current = await service.current_or_none(
+                    session=session, resource_type=found.resource_type, resource_id=found.id
+                )
+                if current is None:
+                    continue
+                try:
+                    purpose = await access.check_may_read(session, reader, current, level=level)
+                except Problem:
+                    continue  # left out of the page, as if it did not match
+            kept.append(found)
+            key = patient_key(resource)
+            touched.append(Touched(found.resource_type, found.id, key, level, purpose))
+        group[:] = kept
+    await record_accesses(request, session, touched, action="R", detail="search")
+
+
+@router.get(
+    "/fhir/{resource_type:fhirtype}",
+    summary="Search resources of one type (FHIR R4 search.html)",
+    response_class=Response,
+    responses={200: {"content": {"application/fhir+json": {}}}},
+)
+async def search_type(
+    resource_type: str, request: Request, session: SessionDep, token: Token, restrict: Restrict
+) -> Response:
+    params = list(request.query_params.multi_items())
+    return await _answer(request, session, token, restrict, [resource_type], params, resource_type)
+
+
+@router.post(
+    "/fhir/{resource_type:fhirtype}/_search",
+    summary="Search resources of one type with form-encoded parameters (http.html#search)",
+    response_class=Response,
+    responses={200: {"content": {"application/fhir+json": {}}}},
+)
+async def search_type_form(
+    resource_type: str, request: Request, session: SessionDep, token: Token, restrict: Restrict
+) -> Response:
+    params = list(request.query_params.multi_items()) + await _form(request)
+    return await _answer(request, session, token, restrict, [resource_type], params, resource_type)
+
+
+@router.get(
+    "/fhir",
+    summary="Search several resource types at once: _type=A,B (FHIR R4 http.html#search)",
+    response_class=Response,
+    responses={200: {"content": {"application/fhir+json": {}}}},
+)
+async def search_system(
+    request: Request, session: SessionDep, token: Token, restrict: Restrict
+) -> Response:
+    params = list(request.query_params.multi_items())
+    types = [t.strip() for key, value in params if key == "_type" for t in value.split(",")]
+    types = sorted({t for t in types if t})
+    if not types:
+        raise Problem(400, "a system-level search needs _type (e.g. _type=Patient,Observation)")
+    if len(types) > 20:
+        raise Problem(400, "_type names at most 20 resource types")
+    return await _answer(request, session, token, restrict, types, params, "")
+
+
+async def _form(request: Request) -> list[tuple[str, str]]:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    body = await request.body()
+    if not body:
+        return []
+    if content_type != _FORM:
+        raise Problem(415, f"POST _search takes {_FORM}, not {content_type or 'no type'}")
+    if len(body) > _MAX_FORM_BYTES:
+        raise Problem(413, f"search parameters are limited to {_MAX_FORM_BYTES} bytes")
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise Problem(400, "the form body is not UTF-8") from None
