@@ -3,6 +3,7 @@ service (its JWKS replaced by a static key set, as tests/services/audit/test_rou
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +22,36 @@ from tests.harness import serve_asgi
 
 ISSUER = "http://testserver"
 FHIR_KEY = ec.generate_private_key(ec.SECP256R1())
-SYNTHEA_DIR = Path(__file__).resolve().parents[3] / "shared" / "fhir-data" / "synthea"
+
+
+def _synthea_dir() -> Path:
+    """The Synthea bundles (../shared/fhir-data/synthea beside the checkout, as in the
+    workplace; ``ONECARD_SYNTHEA_DIR`` elsewhere). Wherever the checkout was cloned, the
+    workplace's copy is found by walking up its parents, then at its usual place."""
+    override = os.environ.get("ONECARD_SYNTHEA_DIR")
+    if override:
+        return Path(override)
+    here = Path(__file__).resolve()
+    candidates = [p / "shared" / "fhir-data" / "synthea" for p in here.parents]
+    candidates.append(Path("/work/shared/fhir-data/synthea"))
+    for candidate in candidates:
+        if any(candidate.glob("*.json")):
+            return candidate
+    return candidates[-1]
+
+
+SYNTHEA_DIR = _synthea_dir()
+
+
+def synthea_file(name: str) -> Path:
+    """The Synthea bundle whose file name starts with ``name``."""
+    found = sorted(SYNTHEA_DIR.glob(f"{name}*.json"))
+    if not found:
+        raise FileNotFoundError(
+            f"no Synthea bundle {name}* in {SYNTHEA_DIR}: set ONECARD_SYNTHEA_DIR to the "
+            "folder of the shared fhir-data/synthea bundles"
+        )
+    return found[0]
 
 
 def fhir_auth(scope: str = "system/*.cruds", *, client_id: str = "hospital-a") -> dict[str, str]:

@@ -30,10 +30,10 @@ from services.kit.app import create_service_app
 from services.kit.errors import register_renderer
 from services.kit.tokens import KeySet, StaticKeySource, sign_access_token
 from tests.harness import serve_asgi
+from tests.health.conftest import synthea_file
 
 ISSUER = "http://testserver"
 KEY = ec.generate_private_key(ec.SECP256R1())
-SYNTHEA = Path(__file__).resolve().parents[4] / "shared" / "fhir-data" / "synthea"
 
 
 def auth(scope: str = "system/*.rs", *, client_id: str = "hospital-a") -> dict[str, str]:
@@ -149,7 +149,7 @@ Loader = Callable[[str], Awaitable[list[dict[str, Any]]]]
 def synthea_resources(name: str) -> list[dict[str, Any]]:
     """A Synthea bundle's resources with its urn:uuid references made local (Type/id), as the
     store's transaction processing does (FHIR R4 http.html#trules)."""
-    path = next(SYNTHEA.glob(f"{name}*.json"))
+    path = synthea_file(name)
     bundle = json.loads(path.read_text(encoding="utf-8"))
     local = {
         e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}"

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.health.conftest import SYNTHEA_DIR, conforms
+from tests.health.conftest import SYNTHEA_DIR, conforms, synthea_file
 
 
 def transaction(*entries: dict[str, Any], kind: str = "transaction") -> dict[str, Any]:
@@ -232,7 +232,7 @@ async def test_batch_entries_succeed_or_fail_alone(fhir: httpx.AsyncClient) -> N
 
 
 def synthea(name: str) -> dict[str, Any]:
-    path = next(SYNTHEA_DIR.glob(f"{name}*.json"))
+    path = synthea_file(name)
     loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return loaded
 
@@ -297,6 +297,7 @@ async def test_every_synthea_bundle_loads_with_zero_errors(fhir: httpx.AsyncClie
     # hospitalInformation* and practitionerInformation* first: the patients' bundles name
     # their organizations and practitioners.
     paths = sorted(SYNTHEA_DIR.glob("*.json"), key=lambda p: ("Information" not in p.name, p))
+    assert len(paths) == 22, f"expected the 22 Synthea bundles in {SYNTHEA_DIR}"
     assert len(paths) > 2
     loaded = 0
     for path in paths:
