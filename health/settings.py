@@ -14,3 +14,6 @@ class HealthSettings(ServiceSettings):
 
     # How long a break-glass grant lasts at most (minutes); a clinician may ask for less.
     break_glass_minutes: int = Field(default=240, ge=1, le=24 * 60)
+
+    # How long the files of a finished Bulk Data export stay downloadable (seconds).
+    bulk_retention_seconds: int = Field(default=24 * 3600, ge=1)

@@ -36,8 +36,68 @@ def search_mounted(app: FastAPI) -> bool:
     Asked of the app's routing itself, the way a request would be matched, so the answer
     holds however the search routes were mounted.
     """
-    scope = {"type": "http", "method": "GET", "path": "/fhir/Patient", "root_path": ""}
+    return serves(app, "GET", "/fhir/Patient")
+
+
+def serves(app: FastAPI, method: str, path: str) -> bool:
+    """Whether a request ``method path`` would reach one of the app's routes."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": ""}
     return any(route.matches(scope)[0] == Match.FULL for route in app.router.routes)
+
+
+# The operations this server runs, by the canonical OperationDefinition each implements
+# (operations.html; capabilitystatement-definitions.html#CapabilityStatement.rest.operation).
+EVERYTHING = {
+    "name": "everything",
+    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    "documentation": "The Patient, its compartment and the records outside any compartment "
+    "they refer to, as a paged searchset; _since, _type and _count are supported, start and "
+    "end are not.",
+}
+VALIDATE = {
+    "name": "validate",
+    "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    "documentation": "Checks against the base FHIR R4 definitions (profiles are not checked); "
+    "modes create, update and delete; stores nothing.",
+}
+
+
+# Bulk Data Access v2 (hl7.org/fhir/uv/bulkdata/export.html), served by health.bulk: export at
+# system, Patient and Group level; NDJSON only; _type, _since and _outputFormat.
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+_BULK_NOTE = (
+    "Asynchronous (Prefer: respond-async), kicked off by GET or by POST with a Parameters "
+    "body; application/fhir+ndjson, with _type, _since and _outputFormat; _typeFilter, "
+    "_elements and patient are not supported."
+)
+BULK_EXPORTS = {
+    None: {
+        "name": "export",
+        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+        "documentation": _BULK_NOTE,
+    },
+    "Patient": {
+        "name": "export",
+        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+        "documentation": _BULK_NOTE,
+    },
+    "Group": {
+        "name": "export",
+        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+        "documentation": _BULK_NOTE,
+    },
+}
+
+
+def declare_bulk_export(statement: dict[str, Any]) -> None:
+    """Add the Bulk Data ``$export`` operations to ``statement`` (when they are served)."""
+    statement["instantiates"] = [BULK_DATA]
+    rest = statement["rest"][0]
+    rest.setdefault("operation", []).append(BULK_EXPORTS[None])
+    for entry in rest["resource"]:
+        operation = BULK_EXPORTS.get(entry["type"])
+        if operation is not None:
+            entry.setdefault("operation", []).append(operation)
 
 
 def search_parameters(resource_type: str) -> list[dict[str, Any]]:
@@ -49,8 +109,11 @@ def search_parameters(resource_type: str) -> list[dict[str, Any]]:
     ]
 
 
-def capability_statement(*, base: str, version: str, search: bool) -> dict[str, Any]:
-    """The CapabilityStatement of this server (``search``: type-level search is mounted)."""
+def capability_statement(
+    *, base: str, version: str, search: bool, everything: bool = False, validate: bool = False
+) -> dict[str, Any]:
+    """The CapabilityStatement of this server (``search``: type-level search is mounted;
+    ``everything``, ``validate``: those operations are)."""
     resources = []
     for resource_type in sorted(definitions().resource_types):
         interactions = [*_INTERACTIONS, *(["search-type"] if search else [])]
@@ -68,6 +131,8 @@ def capability_statement(*, base: str, version: str, search: bool) -> dict[str, 
         }
         if search:
             entry["searchParam"] = search_parameters(resource_type)
+        if everything and resource_type == "Patient":
+            entry["operation"] = [EVERYTHING]
         resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",
@@ -103,6 +168,7 @@ def capability_statement(*, base: str, version: str, search: bool) -> dict[str, 
                     {"code": "batch"},
                     {"code": "history-system"},
                 ],
+                **({"operation": [VALIDATE]} if validate else {}),
             }
         ],
     }
@@ -117,6 +183,12 @@ def capability_statement(*, base: str, version: str, search: bool) -> dict[str, 
 async def metadata(request: Request) -> Response:
     check_format(request)
     body = capability_statement(
-        base=base_url(request), version=request.app.version, search=search_mounted(request.app)
+        base=base_url(request),
+        version=request.app.version,
+        search=search_mounted(request.app),
+        everything=serves(request.app, "GET", "/fhir/Patient/example/$everything"),
+        validate=serves(request.app, "POST", "/fhir/Patient/$validate"),
     )
+    if serves(request.app, "GET", "/fhir/$export"):
+        declare_bulk_export(body)
     return fhir_json(body, headers={"Cache-Control": "public, max-age=300"})

@@ -106,7 +106,16 @@ def _split_unescaped(value: str, separator: str) -> list[str]:
     return [p.replace("\\" + separator, separator) for p in parts]
 
 
+# The DSTU1 comparators, still what fhirclient's {"$gt": ...} search structures send: read as
+# the R4 prefixes (search.html#prefix), as HAPI FHIR does; no date, number or quantity starts
+# with "<" or ">", so nothing else could be meant.
+_LEGACY_PREFIXES = (">=", "ge"), ("<=", "le"), (">", "gt"), ("<", "lt")
+
+
 def _prefix(value: str) -> tuple[str, str]:
+    for legacy, prefix in _LEGACY_PREFIXES:
+        if value.startswith(legacy) and len(value) > len(legacy):
+            return prefix, value[len(legacy) :]
     if len(value) > 2 and value[:2] in _PREFIXES and not value[2].isalpha():
         return value[:2], value[2:]
     return "eq", value

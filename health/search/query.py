@@ -70,6 +70,7 @@ RESULT_PARAMS = frozenset(
         "_summary",
         "_elements",
         "_total",
+        "_totalMethod",
         "_type",
         "_format",
         "_pretty",
@@ -242,6 +243,18 @@ def _set_total(spec: SearchSpec, key: str, value: str) -> None:
     spec.total = value
 
 
+# Aidbox's name for _total, sent by fhirpy's SearchSet.count() (``_count=0&_totalMethod=count``):
+# understood rather than refused so that the client works unmodified; "count" is an exact
+# count (FHIR R4 search.html#total "accurate"), "estimate" the same as ours.
+_TOTAL_METHODS = {"count": "accurate", "estimate": "estimate"}
+
+
+def _set_total_method(spec: SearchSpec, key: str, value: str) -> None:
+    if value not in _TOTAL_METHODS:
+        raise bad(key, "takes count or estimate (or use _total)")
+    spec.total = _TOTAL_METHODS[value]
+
+
 def _set_summary(spec: SearchSpec, key: str, value: str) -> None:
     if value not in _SUMMARY:
         raise bad(key, "takes true, false, text, data or count")
@@ -261,6 +274,7 @@ _SETTERS = {
     "_offset": _set_offset,
     "_cursor": _set_cursor,
     "_total": _set_total,
+    "_totalMethod": _set_total_method,
     "_summary": _set_summary,
     "_elements": _set_elements,
     "_sort": _set_sort,

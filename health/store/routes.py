@@ -110,6 +110,10 @@ async def _resource_body(request: Request) -> Any:
     response_class=Response,
     responses=_FHIR,
 )
+# fhirclient (SMART on FHIR) keeps its base URL with a trailing slash and posts Bundles to
+# "[base]/": served here rather than by a 307 to "[base]", which would make the client upload
+# a large Bundle twice and point it at the Host the app saw, not the gateway's.
+@router.post("/fhir/", include_in_schema=False, response_class=Response)
 async def process_bundle(request: Request, session: SessionDep, token: Token) -> Response:
     body = await _resource_body(request)
     kind = body.get("type") if isinstance(body, dict) else None
@@ -158,7 +162,7 @@ async def create(
 ) -> Response:
     check_type(resource_type)
     access.check_create(token, resource_type)
-    if_none_exist = request.headers.get("if-none-exist")
+    if_none_exist = _create_condition(request)
     if if_none_exist is not None:
         access.check_search(token, resource_type)
     reader = await access.reader_of(session, token)
@@ -175,6 +179,26 @@ async def create(
         access.check_new_record(reader, resource_type, written.version.patient_key)
         await _audit_write(request, session, token, written.version, action="C")
     return _written(request, written, base_url(request))
+
+
+def _create_condition(request: Request) -> str | None:
+    """The condition of a conditional create (http.html#ccreate): the ``If-None-Exist``
+    header, or the search in the POST's own query string.
+
+    The query form is what fhirpy sends (``SearchSet.get_or_create`` and
+    ``Resource.create(**search)`` post to ``Patient?identifier=...``, as Aidbox reads it). A
+    query has no other meaning on a create (http.html#create), and ignoring it would create
+    the very duplicate the client asked to avoid, so it is read as the condition."""
+    header = request.headers.get("if-none-exist")
+    # _format and _pretty are about the answer (http.html#general), not the condition.
+    params = [
+        (k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")
+    ]
+    if not params:
+        return header
+    if header is not None and service.search_params(header) != params:
+        raise Problem(400, "a create names its condition once: If-None-Exist or the URL query")
+    return urlencode(params)
 
 
 @router.put(

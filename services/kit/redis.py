@@ -120,13 +120,18 @@ class RedisConnection:
         self.url = url
         self.prefix = prefix
         self.embedded = embedded
-        self.client: aioredis.Redis = aioredis.from_url(
+        # A blocking pool: a burst of more concurrent requests than connections waits for a
+        # free one (up to the timeout) instead of failing with "Too many connections", which
+        # would turn a token's revocation check into a 503 under load.
+        self.pool = aioredis.BlockingConnectionPool.from_url(
             url,
             socket_timeout=2.0,
             socket_connect_timeout=1.0,
             health_check_interval=30,
             max_connections=64,
+            timeout=2.0,
         )
+        self.client: aioredis.Redis = aioredis.Redis(connection_pool=self.pool)
 
     @property
     def display_url(self) -> str:
@@ -144,6 +149,7 @@ class RedisConnection:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.pool.aclose()
         if self.embedded is not None:
             self.embedded.shutdown()
 

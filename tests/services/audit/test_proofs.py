@@ -30,8 +30,14 @@ from tests.harness import serve_asgi
 from tests.services.audit.test_ledger import record
 from tests.services.audit.test_routes import ISSUER, KEY, token
 
-APPEND = token(sub="svc_health", scope="audit.append")
-AUDITOR = token(sub="adm_auditor", scope="audit.read")
+
+def appender() -> dict[str, str]:
+    # Fresh for each request: a token made at import would expire in a long test run.
+    return token(sub="svc_health", scope="audit.append")
+
+
+def auditor() -> dict[str, str]:
+    return token(sub="adm_auditor", scope="audit.read")
 
 
 @dataclass
@@ -41,7 +47,7 @@ class Ledger:
 
     async def append(self, *citizens: str) -> list[int]:
         body = {"entries": [record(citizen=c).model_dump(mode="json") for c in citizens]}
-        response = await self.http.post("/audit/entries", json=body, headers=APPEND)
+        response = await self.http.post("/audit/entries", json=body, headers=appender())
         assert response.status_code == 201, response.text
         return [r["seq"] for r in response.json()["receipts"]]
 
@@ -115,7 +121,9 @@ async def test_inclusion_proofs_verify_against_every_checkpoint(ledger: Ledger) 
     for size in (5, 11, None):
         for seq in range(size or 11):
             query = "" if size is None else f"?size={size}"
-            response = await ledger.http.get(f"/audit/entries/{seq}/proof{query}", headers=AUDITOR)
+            response = await ledger.http.get(
+                f"/audit/entries/{seq}/proof{query}", headers=auditor()
+            )
             assert response.status_code == 200, response.text
             body = response.json()
             signed = SignedCheckpoint.from_dict(body["checkpoint"])
@@ -128,14 +136,14 @@ async def test_inclusion_proofs_verify_against_every_checkpoint(ledger: Ledger) 
                 proof=_hashes(body["proof"]),
                 root=signed.checkpoint.root,
             )
-    beyond = await ledger.http.get("/audit/entries/7/proof?size=5", headers=AUDITOR)
+    beyond = await ledger.http.get("/audit/entries/7/proof?size=5", headers=auditor())
     assert beyond.status_code == 404
     assert "not in the checkpoint of size 5" in beyond.json()["detail"]
 
 
 async def test_an_entry_not_yet_in_a_checkpoint_says_so(ledger: Ledger) -> None:
     [seq] = await ledger.append("cz_a")
-    response = await ledger.http.get(f"/audit/entries/{seq}/proof", headers=AUDITOR)
+    response = await ledger.http.get(f"/audit/entries/{seq}/proof", headers=auditor())
     assert response.status_code == 404
     assert response.json()["detail"] == "no checkpoint yet"
 
@@ -249,7 +257,7 @@ async def test_no_proof_is_served_from_entries_that_no_longer_match_the_checkpoi
         await conn.execute(
             text("UPDATE audit_entries SET leaf_hash = :h WHERE seq = 1"), {"h": bytes(32)}
         )
-    response = await ledger.http.get("/audit/entries/0/proof", headers=AUDITOR)
+    response = await ledger.http.get("/audit/entries/0/proof", headers=auditor())
     assert response.status_code == 500
     assert "no longer match signed checkpoint 2" in response.json()["detail"]
     assert "onecard audit verify" in response.json()["detail"]

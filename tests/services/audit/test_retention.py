@@ -50,7 +50,7 @@ from services.audit.verify import verify_ledger
 from services.kit.sqltypes import utcnow
 from tests.harness import serve_asgi
 from tests.services.audit.test_export import Aged, populate, read_lines, write_lines
-from tests.services.audit.test_proofs import AUDITOR, _app
+from tests.services.audit.test_proofs import _app, auditor
 from tests.services.audit.test_routes import ISSUER
 from tests.services.audit.test_verify import _cli_environment
 
@@ -129,7 +129,7 @@ async def test_proofs_for_the_remaining_entries_still_verify_after_a_purge(aged:
     assert http is not None
     for size in (12, 16, 22):
         for seq in range(10, size):
-            response = await http.get(f"/audit/entries/{seq}/proof?size={size}", headers=AUDITOR)
+            response = await http.get(f"/audit/entries/{seq}/proof?size={size}", headers=auditor())
             assert response.status_code == 200, response.text
             body = response.json()
             signed = SignedCheckpoint.from_dict(body["checkpoint"])
@@ -141,7 +141,7 @@ async def test_proofs_for_the_remaining_entries_still_verify_after_a_purge(aged:
                 proof=[bytes.fromhex(h) for h in body["proof"]],
                 root=signed.checkpoint.root,
             )
-    gone = await http.get("/audit/entries/3/proof", headers=AUDITOR)
+    gone = await http.get("/audit/entries/3/proof", headers=auditor())
     assert gone.status_code == 404
     consistent = await http.get("/audit/consistency?old=12&new=22")
     assert consistent.status_code == 200, consistent.text
