@@ -22,6 +22,8 @@ from bench import (
     audit_append,
     audit_latency,
     audit_verify,
+    fhir_scale,
+    fhir_store,
     gateway_overhead,
     machine,
     terminal_auth,
@@ -67,6 +69,17 @@ BENCHMARKS: list[Benchmark] = [
         "audit-verify",
         "onecard audit verify on 1,000,000 entries, entries/s (issue 4)",
         audit_verify.run,
+    ),
+    Benchmark(
+        "fhir",
+        "FHIR store through the gateway: read, search, create, Synthea ingest, $everything "
+        "(issue 5)",
+        fhir_store.run,
+    ),
+    Benchmark(
+        "fhir-scale",
+        "Patient + code + date Observation search on 1,000,000 resources, p50/p99 (issue 5)",
+        fhir_scale.run,
     ),
 ]
 
