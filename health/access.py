@@ -38,8 +38,13 @@ from services.kit.tokens import AccessToken, scope_allows
 _CONTEXTS = ("system", "user", "patient")
 
 
+def may(token: AccessToken, resource_type: str, letter: str) -> bool:
+    """Does a SMART v2 scope, in any context, grant ``letter`` (c r u d s) on the type?"""
+    return any(scope_allows(token.scope, f"{c}/{resource_type}.{letter}") for c in _CONTEXTS)
+
+
 def _require(token: AccessToken, resource_type: str, letter: str, what: str) -> None:
-    if any(scope_allows(token.scope, f"{c}/{resource_type}.{letter}") for c in _CONTEXTS):
+    if may(token, resource_type, letter):
         return
     needed = f"system/{resource_type}.{letter}"
     raise Problem(
@@ -115,11 +120,20 @@ class Reader:
 
 
 async def reader_of(session: AsyncSession, token: AccessToken) -> Reader:
+    """The reader behind ``token``, looked up once per request (the session is the request's
+    unit of work): a person's linked Patients cost a search."""
+    key = ("health.access.reader", token.jti)
+    cached: Reader | None = session.info.get(key)
+    if cached is not None:
+        return cached
     if token.sub == token.client_id:
-        return Reader(token, institution=True)
-    purpose = (token.act or {}).get("purpose")
-    patients = frozenset(await patients_of(session, token.sub))
-    return Reader(token, institution=False, patients=patients, own_app=purpose == APP_PURPOSE)
+        reader = Reader(token, institution=True)
+    else:
+        purpose = (token.act or {}).get("purpose")
+        patients = frozenset(await patients_of(session, token.sub))
+        reader = Reader(token, institution=False, patients=patients, own_app=purpose == APP_PURPOSE)
+    session.info[key] = reader
+    return reader
 
 
 def record_level(policy: ProtectionPolicy, version: Version) -> int:
@@ -130,9 +144,13 @@ def record_level(policy: ProtectionPolicy, version: Version) -> int:
 
 
 def level_of(policy: ProtectionPolicy, resource_type: str, resource: dict[str, Any]) -> int:
+    return policy.record_level(resource_type, security_labels(resource))
+
+
+def security_labels(resource: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """``meta.security`` as (system, code) pairs (FHIR R4 security-labels.html)."""
     labels = (resource.get("meta") or {}).get("security") or []
-    pairs = [(label.get("system"), label.get("code", "")) for label in labels]
-    return policy.record_level(resource_type, pairs)
+    return [(label.get("system"), label.get("code", "")) for label in labels]
 
 
 async def readable_patients(session: AsyncSession, reader: Reader) -> tuple[set[str], set[str]]:
@@ -168,7 +186,7 @@ async def check_may_read(
     permission = await consent.permission(
         session, patient_key=version.patient_key, client_id=client_id
     )
-    labels = _labels(version)
+    labels = security_labels(orjson.loads(version.content)) if version.content else []
     if permission.covers(labels, sensitive):
         return TREATMENT
     if await breakglass.active_grant(session, client_id=client_id, patient_key=version.patient_key):
@@ -199,13 +217,6 @@ def check_new_record(reader: Reader, resource_type: str, patient_key: str | None
         return
     if resource_type != "Consent" or patient_key not in reader.patients:
         raise _refused("a card holder writes only the Consent of their own Patient record")
-
-
-def _labels(version: Version) -> list[tuple[str | None, str]]:
-    if not version.content:
-        return []
-    labels = orjson.loads(version.content).get("meta", {}).get("security") or []
-    return [(label.get("system"), label.get("code", "")) for label in labels]
 
 
 def _refused(why: str) -> Problem:

@@ -10,6 +10,7 @@ export off. HTTP only: the rules are in ``service``.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from email.utils import format_datetime
 from typing import Annotated, Any
 
@@ -34,6 +35,7 @@ router = APIRouter(tags=["fhir bulk data"], dependencies=[Depends(protection_gua
 
 Token = Annotated[AccessToken, Depends(require_token())]
 _ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"content": {"application/fhir+json": {}}}}
+_Handler = Callable[..., Awaitable[Response]]
 _JOB = "{job_id:fhirid}"
 _RESPOND_ASYNC = re.compile(r"(^|[,;])\s*respond-async\s*($|[,;])")
 _FILE = re.compile(r"[A-Z][A-Za-z]{1,63}\.ndjson")
@@ -123,19 +125,27 @@ async def _parameters_of(request: Request) -> QueryParams:
     return QueryParams(pairs)
 
 
-@router.get(
+def _kick_off_route(path: str, summary: str) -> Callable[[_Handler], _Handler]:
+    """A kick-off answers GET and POST alike (Bulk Data IG: parameters in the query or in a
+    Parameters body); one route per method keeps the OpenAPI operation ids unique."""
+
+    def register(handler: _Handler) -> _Handler:
+        for method in (router.get, router.post):
+            method(
+                path,
+                summary=summary,
+                response_class=Response,
+                responses=_ACCEPTED,
+                status_code=202,
+            )(handler)
+        return handler
+
+    return register
+
+
+@_kick_off_route(
     "/fhir/$export",
-    summary="Export every record this client may read (Bulk Data system-level kick-off)",
-    response_class=Response,
-    responses=_ACCEPTED,
-    status_code=202,
-)
-@router.post(
-    "/fhir/$export",
-    summary="Export every record this client may read (Bulk Data system-level kick-off)",
-    response_class=Response,
-    responses=_ACCEPTED,
-    status_code=202,
+    "Export every record this client may read (Bulk Data system-level kick-off)",
 )
 async def export_system(
     request: Request, session: SessionDep, runtime: RuntimeDep, token: Token
@@ -143,19 +153,9 @@ async def export_system(
     return await _kick_off(request, session, runtime, token, SYSTEM)
 
 
-@router.get(
+@_kick_off_route(
     "/fhir/Patient/$export",
-    summary="Export every patient's compartment this client may read (patient-level kick-off)",
-    response_class=Response,
-    responses=_ACCEPTED,
-    status_code=202,
-)
-@router.post(
-    "/fhir/Patient/$export",
-    summary="Export every patient's compartment this client may read (patient-level kick-off)",
-    response_class=Response,
-    responses=_ACCEPTED,
-    status_code=202,
+    "Export every patient's compartment this client may read (patient-level kick-off)",
 )
 async def export_patients(
     request: Request, session: SessionDep, runtime: RuntimeDep, token: Token
@@ -163,19 +163,9 @@ async def export_patients(
     return await _kick_off(request, session, runtime, token, PATIENT)
 
 
-@router.get(
+@_kick_off_route(
     "/fhir/Group/{group_id:fhirid}/$export",
-    summary="Export the compartments of a Group's member Patients (group-level kick-off)",
-    response_class=Response,
-    responses=_ACCEPTED,
-    status_code=202,
-)
-@router.post(
-    "/fhir/Group/{group_id:fhirid}/$export",
-    summary="Export the compartments of a Group's member Patients (group-level kick-off)",
-    response_class=Response,
-    responses=_ACCEPTED,
-    status_code=202,
+    "Export the compartments of a Group's member Patients (group-level kick-off)",
 )
 async def export_group(
     group_id: str, request: Request, session: SessionDep, runtime: RuntimeDep, token: Token

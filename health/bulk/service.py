@@ -30,7 +30,7 @@ from health.store.versions import Version
 from services.kit.app import Runtime
 from services.kit.database import Database
 from services.kit.errors import Problem
-from services.kit.protection import ProtectionPolicy
+from services.kit.protection import ProtectionPolicy, policy_of
 from services.kit.sqltypes import utcnow
 from services.kit.tokens import AccessToken
 
@@ -68,7 +68,7 @@ async def kick_off(
     reader = await access.reader_of(session, token)
     if kind == GROUP:
         access.check_read(token, "Group")
-        patients = await _members(session, reader, group_id or "", _policy(request))
+        patients = await _members(session, reader, group_id or "", policy_of(request))
     consented, _glass = await access.readable_patients(session, reader)
     job = await _create_job(
         runtime=runtime, token=token, kind=kind, params=params, request_url=request_url
@@ -84,7 +84,7 @@ async def kick_off(
             compartment_only=kind == PATIENT,
             directory=directory_of(runtime, job.id),
             consented=frozenset(consented),
-            policy=_policy(request),
+            policy=policy_of(request),
         ),
     )
     return job
@@ -132,11 +132,6 @@ def _too_many() -> Problem:
         "or cancel it (DELETE on the status URL), before kicking off another",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS * 5)},
     )
-
-
-def _policy(request: Request) -> ProtectionPolicy:
-    policy: ProtectionPolicy | None = getattr(request.app.state, "protection_policy", None)
-    return policy or ProtectionPolicy()
 
 
 async def _members(

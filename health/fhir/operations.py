@@ -32,9 +32,9 @@ from health.store.versions import Version
 from services.kit.auth import require_token
 from services.kit.deps import SessionDep
 from services.kit.errors import Problem
-from services.kit.protection import ProtectionPolicy, protection_guard
+from services.kit.protection import policy_of, protection_guard
 from services.kit.sqltypes import utcnow
-from services.kit.tokens import AccessToken, scope_allows
+from services.kit.tokens import AccessToken
 
 # Defence in depth: the graded-protection table the gateway enforces (issue 4), again here.
 router = APIRouter(tags=["fhir"], dependencies=[Depends(check_format), Depends(protection_guard())])
@@ -46,19 +46,6 @@ _FHIR: dict[int | str, dict[str, Any]] = {200: {"content": {"application/fhir+js
 _COMPARTMENT_TYPES = frozenset({"Patient", *PATIENT_COMPARTMENT})
 _EVERYTHING_PARAMETERS = frozenset({"_since", "_type", "_count", "_cursor", "_format"})
 MAX_TYPES = 50
-
-
-def _policy(request: Request) -> ProtectionPolicy:
-    policy: ProtectionPolicy | None = getattr(request.app.state, "protection_policy", None)
-    return policy or ProtectionPolicy()
-
-
-def _may_read(token: AccessToken, resource_type: str) -> bool:
-    # SMART App Launch v2: a scope in any context grants the letter (health.access).
-    return any(
-        scope_allows(token.scope, f"{context}/{resource_type}.r")
-        for context in ("system", "user", "patient")
-    )
 
 
 # --- Patient/$everything ----------------------------------------------------------------
@@ -104,14 +91,14 @@ async def _everything(
     access.check_read(token, "Patient")
     query, cursor_offset = _everything_query(patient_id, params, token)
     reader = await access.reader_of(session, token)
-    policy = _policy(request)
+    policy = policy_of(request)
     # The patient first: 404 / 410 as a read says, 403 unless the reader may read them.
     patient = await service.read(session=session, resource_type="Patient", resource_id=patient_id)
     await access.check_may_read(
         session, reader, patient, level=access.record_level(policy, patient)
     )
     result = await everything.page(
-        session, query, restrict=restrict, may_read=lambda t: _may_read(token, t)
+        session, query, restrict=restrict, may_read=lambda t: access.may(token, t, "r")
     )
     kept: dict[str, list[everything.Record]] = {"match": [], "include": []}
     touched: list[Touched] = []
@@ -206,7 +193,7 @@ def _readable(types: set[str] | None, token: AccessToken) -> frozenset[str] | No
     """``types`` (None: all) narrowed to what the token's SMART scopes may read: an app with
     patient/Observation.r gets the Observations, the types it may not read are not asked for
     rather than refused. None when nothing needs narrowing."""
-    readable = {t for t in _COMPARTMENT_TYPES if _may_read(token, t)}
+    readable = {t for t in _COMPARTMENT_TYPES if access.may(token, t, "r")}
     if types is None:
         return None if readable == _COMPARTMENT_TYPES else frozenset(readable)
     return frozenset(t for t in types if t not in _COMPARTMENT_TYPES or t in readable)

@@ -32,8 +32,8 @@ from health.store import service
 from services.kit.auth import require_token
 from services.kit.deps import SessionDep
 from services.kit.errors import Problem
-from services.kit.protection import ProtectionPolicy, protection_guard
-from services.kit.tokens import AccessToken, scope_allows
+from services.kit.protection import policy_of, protection_guard
+from services.kit.tokens import AccessToken
 
 
 class ResourceTypeConvertor(Convertor[str]):
@@ -88,15 +88,6 @@ def _lenient(request: Request) -> bool:
     )
 
 
-def _may(token: AccessToken, resource_type: str, letter: str) -> bool:
-    # SMART App Launch v2 scopes: an included resource is read ("r"); a chain or _has
-    # searches its type ("s").
-    return any(
-        scope_allows(token.scope, f"{context}/{resource_type}.{letter}")
-        for context in ("system", "user", "patient")
-    )
-
-
 async def _answer(
     request: Request,
     session: SessionDep,
@@ -117,8 +108,8 @@ async def _answer(
         base_url=base,
         restrict=restrict,
         lenient=_lenient(request),
-        may_include=lambda resource_type: _may(token, resource_type, "r"),
-        may_search=lambda resource_type: _may(token, resource_type, "s"),
+        may_include=lambda resource_type: access.may(token, resource_type, "r"),
+        may_search=lambda resource_type: access.may(token, resource_type, "s"),
     )
     await _screen_and_audit(request, session, token, result)
     return fhir_json(searchset(result, base=base, path=path))
@@ -130,9 +121,7 @@ async def _screen_and_audit(
     """Sensitive (level 4) records leave only to whom access.check_may_read allows them; what
     leaves is in the audit ledger first, one entry per patient."""
     reader = await access.reader_of(session, token)
-    policy: ProtectionPolicy = getattr(request.app.state, "protection_policy", None) or (
-        ProtectionPolicy()
-    )
+    policy = policy_of(request)
     default = (
         access.TREATMENT if reader.institution or not reader.own_app else (access.PATIENT_REQUEST)
     )

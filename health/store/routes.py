@@ -33,7 +33,7 @@ from health.store.versions import Version, parse_if_match
 from services.kit.auth import require_token
 from services.kit.deps import SessionDep
 from services.kit.errors import Problem
-from services.kit.protection import ProtectionPolicy, protection_guard
+from services.kit.protection import policy_of, protection_guard
 from services.kit.tokens import AccessToken
 
 # Defence in depth: the graded-protection table the gateway enforces (issue 4), again here.
@@ -123,7 +123,7 @@ async def process_bundle(request: Request, session: SessionDep, token: Token) ->
         # Transaction and batch answers carry resources only when asked (http.html#ops).
         return_representation=_prefer_return(request) == "representation",
         reader=await access.reader_of(session, token),
-        policy=_policy(request),
+        policy=policy_of(request),
     )
     if kind == "transaction":
         result = await transaction.transaction(session=session, bundle=body, context=context)
@@ -347,18 +347,13 @@ async def read(
     return _read_answer(request, version)
 
 
-def _policy(request: Request) -> ProtectionPolicy:
-    policy: ProtectionPolicy | None = getattr(request.app.state, "protection_policy", None)
-    return policy or ProtectionPolicy()
-
-
 async def _audit_read(
     request: Request, session: SessionDep, token: AccessToken, version: Version
 ) -> None:
     """Whose record it is decides who may read it; the read is in the ledger before the
     answer leaves."""
     reader = await access.reader_of(session, token)
-    level = access.record_level(_policy(request), version)
+    level = access.record_level(policy_of(request), version)
     purpose = await access.check_may_read(session, reader, version, level=level)
     touched = Touched(version.resource_type, version.id, version.patient_key, level, purpose)
     await record_accesses(request, session, [touched], action="R")
@@ -373,7 +368,7 @@ async def _audit_write(
     action: str,
 ) -> None:
     """A write is in the ledger before its transaction commits (write-ahead)."""
-    level = access.record_level(_policy(request), version)
+    level = access.record_level(policy_of(request), version)
     touched = Touched(version.resource_type, version.id, version.patient_key, level)
     await record_accesses(request, session, [touched], action=action)
 
@@ -560,8 +555,9 @@ async def _history(
         # One record's history: whose record it is decides, as for a read.
         await _audit_read(request, session, token, versions[0][0])
     elif versions:
+        policy = policy_of(request)
         touched = [
-            Touched(v.resource_type, v.id, v.patient_key, access.record_level(_policy(request), v))
+            Touched(v.resource_type, v.id, v.patient_key, access.record_level(policy, v))
             for v, _method in versions
         ]
         await record_accesses(request, session, touched, action="R")

@@ -34,7 +34,7 @@ from services.kit.audit_record import Agent, AuditRecord
 from services.kit.context import current_request_id
 from services.kit.credentials import TokenUnavailable
 from services.kit.errors import Problem
-from services.kit.protection import ProtectionPolicy
+from services.kit.protection import policy_of
 from services.kit.sqltypes import utcnow
 from services.kit.tokens import AccessToken
 
@@ -336,10 +336,7 @@ def _entity_type(path: str) -> str:
 
 
 def _route_level(request: Request) -> int:
-    policy: ProtectionPolicy | None = getattr(request.app.state, "protection_policy", None)
-    if policy is None:
-        policy = ProtectionPolicy()
-    return policy.level_for(request.method, request.url.path)
+    return policy_of(request).level_for(request.method, request.url.path)
 
 
 async def audit_access(request: Request, **fields: Any) -> None:

@@ -465,14 +465,16 @@ def protection_guard(
     (the same table the gateway enforces)."""
 
     def level_of(request: Request) -> tuple[int, str]:
-        chosen = policy or _settings_policy(request)
+        chosen = policy or policy_of(request)
         return chosen._level(request.method, request.url.path)
 
     return _guard(level_of, on_refusal)
 
 
-def _settings_policy(request: Request) -> ProtectionPolicy:
-    """The policy of the app's settings (``ONECARD_PROTECTION_POLICY``), built once per app."""
+def policy_of(request: Request) -> ProtectionPolicy:
+    """The policy the app enforces: the newest the security administrator set
+    (``services.kit.policy_watch``), else its settings' (``ONECARD_PROTECTION_POLICY``),
+    built once per app."""
     state = request.app.state
     policy: ProtectionPolicy | None = getattr(state, "protection_policy", None)
     if policy is None:
