@@ -64,7 +64,7 @@ def create_service_app(
     healthz: HealthCheck | None = None,
     redis_required: bool = True,
     public_prefix: str | None = None,
-    token_audience: str | None = None,
+    token_audience: str | tuple[str, ...] | None = None,
     audited: bool = True,
 ) -> FastAPI:
     """Build one service.
@@ -74,7 +74,7 @@ def create_service_app(
     false, Redis being down makes the service "degraded" but still ready. ``public_prefix``
     also serves liveness under the service's public path, so it can be checked through the
     gateway (``/identity/healthz``). With ``token_audience`` (a public path prefix such as
-    ``/fhir``) the service verifies bearer tokens meant for ``<public_url><prefix>``
+    ``/fhir``, or several) the service verifies bearer tokens meant for ``<public_url><prefix>``
     (``services.kit.auth.require_token``); keys come from the identity service's JWKS unless
     ``on_startup`` put a key source of the service's own in ``app.state.token_keys``.
     With ``audited`` (all but the ledger itself) the service holds an audit client
@@ -114,7 +114,12 @@ def create_service_app(
                     keys = jwks = JwksSource(settings.jwks_url)
                 verifier = TokenVerifier(
                     issuer=settings.public_url,
-                    audience=settings.public_url.rstrip("/") + token_audience,
+                    audience=[
+                        settings.public_url.rstrip("/") + prefix
+                        for prefix in (
+                            (token_audience,) if isinstance(token_audience, str) else token_audience
+                        )
+                    ],
                     keys=keys,
                     leeway=settings.token_leeway,
                 )
