@@ -9,3 +9,11 @@ from services.kit.settings import ServiceSettings
 
 class SocialSecuritySettings(ServiceSettings):
     service: ClassVar[str] = "social_security"
+
+    # Where each service listens, by name (``ONECARD_UPSTREAMS``, set by the launcher as for
+    # the gateway): the citizen's card status is the identity service's to tell.
+    upstreams: dict[str, str] = {}
+
+    @property
+    def identity_url(self) -> str:
+        return self.upstreams.get("identity", "http://127.0.0.1:8001").rstrip("/")
