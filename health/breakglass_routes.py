@@ -18,7 +18,7 @@ from starlette.responses import Response
 import health.fhir.paths  # noqa: F401  (registers the path convertors the route uses)
 from health import access, breakglass
 from health.citizens import citizens_of
-from health.fhir.media import check_body_type, check_format, fhir_json, read_json
+from health.fhir.media import accepts_json, check_body_type, fhir_json, read_json
 from health.settings import HealthSettings
 from health.store import service
 from services.kit.audit import audit_access
@@ -29,7 +29,7 @@ from services.kit.protection import protection_guard
 from services.kit.sqltypes import utcnow
 from services.kit.tokens import AccessToken
 
-router = APIRouter(tags=["fhir"], dependencies=[Depends(check_format), Depends(protection_guard())])
+router = APIRouter(tags=["fhir"], dependencies=[Depends(accepts_json), Depends(protection_guard())])
 Token = Annotated[AccessToken, Depends(require_token())]
 COMMUNICATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/communication-category"
 

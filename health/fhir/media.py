@@ -40,6 +40,12 @@ def check_format(request: Request) -> None:
         raise Problem(406, f"Accept {accept!r} names no JSON format: this server speaks JSON")
 
 
+async def accepts_json(request: Request) -> None:
+    """:func:`check_format` as a route dependency: async, so FastAPI runs it on the event loop
+    instead of hopping to its thread pool for every request (a sync dependency costs that)."""
+    check_format(request)
+
+
 def check_body_type(request: Request, *allowed: str) -> None:
     """415 unless the body is FHIR JSON (or one of ``allowed``, e.g. JSON Patch)."""
     content_type = request.headers.get("content-type")

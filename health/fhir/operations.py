@@ -22,7 +22,13 @@ from health import access
 from health.auditing import Touched, record_accesses
 from health.fhir import everything
 from health.fhir.compartment import PATIENT_COMPARTMENT
-from health.fhir.media import base_url, check_body_type, check_format, fhir_json, read_json
+from health.fhir.media import (
+    accepts_json,
+    base_url,
+    check_body_type,
+    fhir_json,
+    read_json,
+)
 from health.fhir.outcome import Issue
 from health.fhir.validation import check_type, is_resource_type, validate_resource
 from health.search.cursor import decode_cursor, encode_cursor
@@ -37,7 +43,7 @@ from services.kit.sqltypes import utcnow
 from services.kit.tokens import AccessToken
 
 # Defence in depth: the graded-protection table the gateway enforces (issue 4), again here.
-router = APIRouter(tags=["fhir"], dependencies=[Depends(check_format), Depends(protection_guard())])
+router = APIRouter(tags=["fhir"], dependencies=[Depends(accepts_json), Depends(protection_guard())])
 
 Token = Annotated[AccessToken, Depends(require_token())]
 _FHIR: dict[int | str, dict[str, Any]] = {200: {"content": {"application/fhir+json": {}}}}

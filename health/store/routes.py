@@ -19,9 +19,9 @@ from health import access
 from health.auditing import Touched, record_accesses
 from health.fhir.media import (
     JSON_PATCH,
+    accepts_json,
     base_url,
     check_body_type,
-    check_format,
     fhir_json,
     read_json,
 )
@@ -37,7 +37,7 @@ from services.kit.protection import policy_of, protection_guard
 from services.kit.tokens import AccessToken
 
 # Defence in depth: the graded-protection table the gateway enforces (issue 4), again here.
-router = APIRouter(tags=["fhir"], dependencies=[Depends(check_format), Depends(protection_guard())])
+router = APIRouter(tags=["fhir"], dependencies=[Depends(accepts_json), Depends(protection_guard())])
 
 Token = Annotated[AccessToken, Depends(require_token())]
 _FHIR: dict[int | str, dict[str, Any]] = {200: {"content": {"application/fhir+json": {}}}}

@@ -56,7 +56,12 @@ def get_pki(request: Request) -> PkiService:
     return pki
 
 
-PkiDep = Annotated[PkiService, Depends(get_pki)]
+async def _pki(request: Request) -> PkiService:
+    # async: a sync dependency would cost a thread-pool hop per request.
+    return get_pki(request)
+
+
+PkiDep = Annotated[PkiService, Depends(_pki)]
 IssuerParam = Annotated[
     str | None,
     Query(

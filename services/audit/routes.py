@@ -155,7 +155,7 @@ async def _tree(trees: TreeCache, signed: SignedCheckpoint) -> MerkleTree:
         raise Problem(500, str(exc)) from None
 
 
-def _ledger(request: Request) -> Ledger:
+async def _ledger(request: Request) -> Ledger:
     ledger: Ledger = request.app.state.ledger
     return ledger
 
@@ -163,12 +163,12 @@ def _ledger(request: Request) -> Ledger:
 LedgerDep = Annotated[Ledger, Depends(_ledger)]
 
 
-def _trees(request: Request) -> TreeCache:
+async def _trees(request: Request) -> TreeCache:
     trees: TreeCache = request.app.state.trees
     return trees
 
 
-def _key(request: Request) -> SigningKey:
+async def _key(request: Request) -> SigningKey:
     key: SigningKey = request.app.state.checkpoint_key
     return key
 

@@ -12,7 +12,7 @@ from services.kit.app import Runtime, app_runtime
 from services.kit.redis import RedisConnection
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return app_runtime(request)
 
 
@@ -26,7 +26,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_redis(request: Request) -> RedisConnection:
+async def get_redis(request: Request) -> RedisConnection:
     return app_runtime(request).redis
 
 
