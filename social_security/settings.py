@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field
+
 from services.kit.settings import ServiceSettings
 
 
@@ -12,7 +14,7 @@ class SocialSecuritySettings(ServiceSettings):
 
     # Where each service listens, by name (``ONECARD_UPSTREAMS``, set by the launcher as for
     # the gateway): the citizen's card status is the identity service's to tell.
-    upstreams: dict[str, str] = {}
+    upstreams: dict[str, str] = Field(default_factory=dict)
 
     @property
     def identity_url(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from identity.simulators.card import CardError, VirtualCard
+from identity.simulators.settlement_view import yuan
 from identity.simulators.terminal import FlowError, app_login
 from services.audit.offline import verify_entry
 
@@ -108,3 +110,89 @@ def _print(entries: list[dict[str, Any]], key: ec.EllipticCurvePublicKey) -> Non
     if failed:
         errors.print(f"[red]{failed} entries failed verification[/red]")
         raise typer.Exit(1)
+
+
+@app.command("benefits")
+def benefits(
+    card: Annotated[Path, typer.Option(help="The virtual card file.")],
+    base_url: Annotated[str, typer.Option(help="The gateway.")] = "http://127.0.0.1:8000",
+    year: Annotated[int | None, typer.Option(help="The medical year (default: this year).")] = None,
+) -> None:
+    """My medical insurance: this year's deductible and pooled fund used (cap remaining), the
+    personal account's balance and latest movements, and my settled claims with their split."""
+    try:
+        virtual_card = VirtualCard.load(card)
+    except CardError as exc:
+        errors.print(f"[red]cannot read the card:[/red] {exc}")
+        raise typer.Exit(2) from None
+    pin = typer.prompt("PIN", hide_input=True)  # to the card only, never over the network
+    chosen = year or datetime.now(UTC).year
+    paths = (
+        f"/social-security/medical-year/{chosen}",
+        "/social-security/medical-account",
+        "/social-security/claims",
+    )
+
+    async def run() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=15) as http:
+            tokens = await app_login(
+                http, installation_id=installation_id(virtual_card), card=virtual_card, pin=pin
+            )
+            auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+            answers = []
+            for path in paths:
+                response = await http.get(path, headers=auth)
+                if response.status_code != 200:
+                    raise FlowError(path, response)
+                answers.append(response.json())
+            return answers
+
+    try:
+        medical_year, account, claims = asyncio.run(run())
+    except FlowError as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    except CardError as exc:
+        errors.print(f"[red]the card refused:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except (httpx.HTTPError, ValueError) as exc:
+        errors.print(f"[red]cannot reach {base_url}:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _print_benefits(medical_year, account, claims)
+
+
+def _print_benefits(
+    medical_year: dict[str, Any], account: dict[str, Any], claims: dict[str, Any]
+) -> None:
+    table = Table(title=f"Medical insurance {medical_year['year']}: year to date")
+    for column in ("scheme", "deductible used", "pooled fund paid", "cap", "cap remaining"):
+        table.add_column(column, justify="left" if column == "scheme" else "right")
+    for scheme in medical_year["schemes"]:
+        cap = scheme["annual_pooled_cap_fen"]
+        table.add_row(
+            scheme["scheme"],
+            yuan(scheme["deductible_used_fen"]),
+            yuan(scheme["pooled_paid_fen"]),
+            yuan(cap) if cap is not None else "-",
+            scheme["cap_remaining_yuan"] or "-",
+        )
+    console.print(table)
+    console.print(f"Personal account balance: [bold]{yuan(account['balance_fen'])}[/bold]")
+    for entry in account["entries"][:5]:
+        console.print(f"  {entry['at'][:19]}  {yuan(entry['amount_fen']):>12}  {entry['reason']}")
+    table = Table(title="My settled bills (newest first)")
+    for column in ("date", "facility", "bill", "status", "total", "funds", "account", "cash"):
+        table.add_column(column)
+    for claim in claims["items"]:
+        split = claim["split"]
+        table.add_row(
+            claim["service_date"],
+            claim["facility"],
+            claim["bill_id"],
+            claim["status"],
+            yuan(split["total_fen"]),
+            yuan(split["funds_fen"]),
+            yuan(split["personal_account_fen"]),
+            yuan(split["cash_fen"]),
+        )
+    console.print(table)

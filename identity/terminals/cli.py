@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from identity.simulators.card import CardError, VirtualCard
+from identity.simulators.settlement_view import SETTLEMENTS, show_settlement
 from identity.simulators.terminal import (
     FlowError,
     TapResult,
@@ -90,6 +91,13 @@ def tap_command(
             "(repeatable): what the counter's system does while the patient is present."
         ),
     ] = None,
+    settle: Annotated[
+        Path | None,
+        typer.Option(
+            help="Then settle this bill (JSON, see docs/settlement.md) with the holder's token: "
+            "pre-settlement, then settlement, as the billing counter's system does.",
+        ),
+    ] = None,
 ) -> None:
     """Tap a card at a terminal (the real flow, through the gateway); print the token's claims."""
     credentials = _credentials(terminal, base_url)
@@ -101,19 +109,36 @@ def tap_command(
     # The PIN goes to the card only, never over the network.
     secret = typer.prompt("PIN", hide_input=True) if pin else None
     device = VirtualTerminal(credentials)
+    bill = _read_bill(settle) if settle is not None else None
 
     async def flow(http: httpx.AsyncClient) -> tuple[TapResult, list[httpx.Response]]:
         result = await tap(http, terminal=device, card=virtual_card, pin=secret)
         auth = {"Authorization": f"Bearer {result.access_token}"}
-        reads = [await http.get(f"/fhir/{path.lstrip('/')}", headers=auth) for path in read or []]
-        return result, reads
+        answers = [await http.get(f"/fhir/{path.lstrip('/')}", headers=auth) for path in read or []]
+        if bill is not None:
+            preview = await http.post(SETTLEMENTS + "/preview", json=bill, headers=auth)
+            answers.append(preview)
+            if preview.status_code == 200:
+                answers.append(await http.post(SETTLEMENTS, json=bill, headers=auth))
+        return result, answers
 
-    result, reads = _run(credentials.base_url, flow)
+    result, answers = _run(credentials.base_url, flow)
     _show(result, show_token)
-    for response in reads:
-        _show_read(response)
-    if any(r.status_code != 200 for r in reads):
+    for response in answers:
+        if response.request.url.path.startswith(SETTLEMENTS):
+            show_settlement(console, response)
+        else:
+            _show_read(response)
+    if any(r.status_code not in (200, 201) for r in answers):
         raise typer.Exit(1)
+
+
+def _read_bill(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        errors.print(f"[red]cannot read the bill {path}:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 def _show_read(response: httpx.Response) -> None:

@@ -138,7 +138,11 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _rule("/fhir/metadata", 1, "GET", "HEAD", exact=True),
     _rule("/fhir/.well-known", 1),  # SMART configuration
     _rule("/insurance", 3),
-    _rule("/social-security", 2),  # the benefits summary
+    # The catalogue's drug classes: reference data, not personal; any token.
+    _rule("/insurance/catalogue", 2, "GET", "HEAD"),
+    # Contributions, accounts, claims: personal social-security data, level 3 (MLPS 2.0).
+    _rule("/social-security", 3),
+    _rule("/social-security/benefits", 2),  # the benefits summary (enrolment per scheme)
     _rule("/audit", 3),
     _rule("/audit/me", 2),  # the citizen's own access log
     _rule("/audit/checkpoints", 1, "GET", "HEAD"),  # signed checkpoints and their key: public

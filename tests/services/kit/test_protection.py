@@ -70,6 +70,9 @@ def token(acr: str) -> AccessToken:
         ("GET", "/fhir/.well-known/smart-configuration", 1),
         ("POST", "/insurance/claims", 3),
         ("GET", "/social-security/benefits", 2),
+        ("GET", "/social-security/contributions", 3),
+        ("GET", "/insurance/catalogue/XA01", 2),
+        ("POST", "/insurance/catalogue", 3),
         ("GET", "/audit/me", 2),
         ("GET", "/audit/entries/7", 3),
         ("GET", "/audit/checkpoints/latest", 1),
@@ -116,10 +119,10 @@ def test_an_exact_rule_holds_for_its_path_only() -> None:
 
 def test_an_override_rule_with_the_same_prefix_replaces_the_default() -> None:
     policy = ProtectionPolicy.from_override(
-        PolicyOverride(rules=({"prefix": "/social-security", "level": 3},))  # type: ignore[arg-type]
+        PolicyOverride(rules=({"prefix": "/social-security/benefits", "level": 3},))  # type: ignore[arg-type]
     )
     assert policy.level_for("GET", "/social-security/benefits") == 3
-    assert sum(r.prefix == "/social-security" for r in policy.rules) == 1
+    assert sum(r.prefix == "/social-security/benefits" for r in policy.rules) == 1
 
 
 def test_fhir_types_raise_the_level_of_their_paths_only() -> None:
@@ -187,7 +190,7 @@ def test_a_bad_override_stops_start_up_with_the_reason(
 
 
 def test_an_override_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    override = {"rules": [{"prefix": "/social-security", "level": 3}]}
+    override = {"rules": [{"prefix": "/social-security/benefits", "level": 3}]}
     monkeypatch.setenv("ONECARD_PROTECTION_POLICY", json.dumps(override))
     policy = ProtectionPolicy.from_override(ServiceSettings().protection_policy)
     assert policy.level_for("GET", "/social-security/benefits") == 3
@@ -348,7 +351,9 @@ async def test_a_router_guard_uses_the_table_and_the_settings_override(
     assert no_token.status_code == 401
     assert one_factor.status_code == 200
 
-    raised = PolicyOverride.model_validate({"rules": [{"prefix": "/social-security", "level": 3}]})
+    raised = PolicyOverride.model_validate(
+        {"rules": [{"prefix": "/social-security/benefits", "level": 3}]}
+    )
     async with service(make_settings, protection_policy=raised) as client:
         one_factor = await client.get("/social-security/benefits", headers=bearer("1"))
         two_factors = await client.get("/social-security/benefits", headers=bearer("2"))

@@ -1,0 +1,212 @@
+"""The counter's settlement routes, plain JSON (``/insurance/settlements``); the FHIR form of the
+same flow is ``Claim/$submit`` (``social_security.fhir.routes``).
+
+    POST /insurance/settlements/preview   pre-settlement: the split now, nothing booked
+    POST /insurance/settlements           settlement: booked once per (facility, bill id)
+    GET  /insurance/settlements/{id}      a claim this counter booked for this card holder
+    POST /insurance/settlements/{id}/reversal
+    POST /insurance/settlements/{id}/refund
+
+Every attempt is a ledger entry (level 3, written ahead): who settled whose bill where, and
+the outcome, refusals with their reason code included.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+
+from services.kit.audit import audit_access
+from services.kit.deps import SessionDep
+from services.kit.errors import PROBLEM_JSON, Problem
+from services.kit.protection import protection_guard
+from social_security.claims import settlement
+from social_security.claims.counter import CounterDep
+from social_security.claims.reasons import BillRefused
+from social_security.claims.schemas import (
+    BillIn,
+    RefundIn,
+    SettlementOut,
+    parse_bill,
+    settlement_out,
+)
+from social_security.claims.settlement import Counter
+
+
+async def _no_store(response: Response) -> None:
+    # A settlement is personal data: no cache on the way may keep it (RFC 9111 5.2.2.5).
+    response.headers["Cache-Control"] = "no-store"
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_JSON: {}}}
+
+
+router = APIRouter(
+    prefix="/insurance/settlements",
+    tags=["settlement"],
+    dependencies=[Depends(protection_guard()), Depends(_no_store)],
+    responses={
+        403: _problem("The token is not a card tap at a medical-insurance terminal"),
+        409: _problem("The bill id is taken by another bill, or the claim cannot change so"),
+        422: _problem("The bill is refused: ``code`` is the reason, nothing was booked"),
+    },
+)
+# The bill's JSON schema in the OpenAPI document; the body is validated by ``parse_bill`` so
+# that a refusal carries its reason code (a decimal amount is NOT_INTEGER, not a 422 shape).
+_BILL_BODY = {
+    "requestBody": {"content": {"application/json": {"schema": BillIn.model_json_schema()}}}
+}
+RawBody = Annotated[Any, Body()]
+
+
+def refused(exc: BillRefused) -> Problem:
+    extensions: dict[str, Any] = {"code": exc.code.value}
+    if exc.line is not None:
+        extensions["line"] = exc.line
+    return Problem(422, exc.detail, title="Bill refused", **extensions)
+
+
+async def _audit(
+    request: Request,
+    counter: Counter,
+    *,
+    action: str,
+    entity_id: str | None,
+    outcome: str = "success",
+    detail: str | None = None,
+) -> None:
+    await audit_access(
+        request,
+        entity_type="Claim",
+        entity_id=entity_id,
+        citizen=counter.citizen,
+        level=3,
+        action=action,
+        purpose="HPAYMT",  # HL7 v3 PurposeOfUse: healthcare payment
+        outcome=outcome,
+        detail=detail,
+    )
+
+
+@router.post(
+    "/preview", summary="Pre-settle a bill: the split now, nothing booked", openapi_extra=_BILL_BODY
+)
+async def preview(
+    body: RawBody, counter: CounterDep, session: SessionDep, request: Request
+) -> SettlementOut:
+    try:
+        bill = parse_bill(body, facility=counter.facility, citizen=counter.citizen)
+        adjudication = await settlement.presettle(session, bill)
+    except BillRefused as exc:
+        await _audit(
+            request,
+            counter,
+            action="E",
+            entity_id=None,
+            outcome="refused",
+            detail=f"{exc.code}: {exc.detail}",
+        )
+        raise refused(exc) from None
+    await _audit(request, counter, action="E", entity_id=bill.bill_id, detail="pre-settlement")
+    return settlement_out(adjudication, bill_id=bill.bill_id, claim_id=None, status="presettled")
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Settle a bill with the card: booked once per facility and bill id",
+    openapi_extra=_BILL_BODY,
+)
+async def settle(
+    body: RawBody, counter: CounterDep, session: SessionDep, request: Request, response: Response
+) -> SettlementOut:
+    try:
+        bill = parse_bill(body, facility=counter.facility, citizen=counter.citizen)
+        booked = await settlement.settle(session, bill, counter)
+    except BillRefused as exc:
+        await _audit(
+            request,
+            counter,
+            action="C",
+            entity_id=None,
+            outcome="refused",
+            detail=f"{exc.code}: {exc.detail}",
+        )
+        raise refused(exc) from None
+    claim = booked.claim
+    await _audit(
+        request,
+        counter,
+        action="C",
+        entity_id=claim.id,
+        detail="replayed" if booked.replayed else "settled",
+    )
+    if booked.replayed:
+        response.status_code = 200
+    response.headers["Location"] = f"{request.url.path}/{claim.id}"
+    return settlement_out(
+        booked.adjudication,
+        bill_id=claim.bill_id,
+        claim_id=claim.id,
+        status=claim.status,
+        replaces=claim.replaces,
+    )
+
+
+@router.get("/{claim_id}", summary="A claim this facility booked for the card holder")
+async def read(
+    claim_id: str, counter: CounterDep, session: SessionDep, request: Request
+) -> SettlementOut:
+    booked = await settlement.claims_of(session, claim_id, counter)
+    claim = booked.claim
+    await _audit(request, counter, action="R", entity_id=claim.id)
+    return settlement_out(
+        booked.adjudication,
+        bill_id=claim.bill_id,
+        claim_id=claim.id,
+        status=claim.status,
+        replaces=claim.replaces,
+    )
+
+
+@router.post("/{claim_id}/reversal", summary="Reverse a settled claim (all of it)")
+async def reverse(
+    claim_id: str, counter: CounterDep, session: SessionDep, request: Request
+) -> SettlementOut:
+    claim = await settlement.reverse(session, claim_id, counter)
+    await _audit(request, counter, action="U", entity_id=claim.id, detail="reversed")
+    adjudication = (await settlement.claims_of(session, claim_id, counter)).adjudication
+    return settlement_out(
+        adjudication,
+        bill_id=claim.bill_id,
+        claim_id=claim.id,
+        status=claim.status,
+        replaces=claim.replaces,
+    )
+
+
+@router.post(
+    "/{claim_id}/refund", summary="Refund lines of a settled claim; the rest is settled again"
+)
+async def refund(
+    claim_id: str, data: RefundIn, counter: CounterDep, session: SessionDep, request: Request
+) -> SettlementOut:
+    try:
+        result = await settlement.refund(session, claim_id, frozenset(data.lines), counter)
+    except BillRefused as exc:
+        raise refused(exc) from None
+    if isinstance(result, settlement.Settlement):
+        claim, adjudication = result.claim, result.adjudication
+    else:
+        claim = result
+        adjudication = (await settlement.claims_of(session, claim.id, counter)).adjudication
+    await _audit(request, counter, action="U", entity_id=claim_id, detail=f"refund -> {claim.id}")
+    return settlement_out(
+        adjudication,
+        bill_id=claim.bill_id,
+        claim_id=claim.id,
+        status=claim.status,
+        replaces=claim.replaces,
+    )

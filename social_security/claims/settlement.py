@@ -1,0 +1,344 @@
+"""One-stop settlement at the counter: pre-settlement, settlement, reversal and refund.
+
+The flow of China's national medical-insurance settlement interface (the hospital system's
+pre-settlement, then settlement, then, when needed, reversal): pre-settlement adjudicates the
+bill against the citizen's current accumulators and books nothing; settlement adjudicates
+again, inside one transaction, and books the claim, the accumulators and the personal-account
+debit together, so a crash between the two steps leaves nothing half-booked and a retry settles
+exactly once.
+
+Concurrency: the citizen's year-totals row (scheme, year) is locked before the adjudication
+reads it (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the upsert that creates the row is
+the transaction's first write, which takes the database's one write lock), so parallel claims
+for one citizen are adjudicated one after another: the annual cap is never exceeded, the
+deductible is applied once, and the personal account (locked next, always in that order) never
+goes negative. Idempotency: a bill is identified by (facility, bill id); the same bill again
+answers with the booked split, another bill under the same id is a conflict.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.kit.errors import Problem
+from social_security.benefits import ledger
+from social_security.claims import reference
+from social_security.claims.adjudication import adjudicate, check_bill
+from social_security.claims.bill import Adjudication, Bill, YearToDate
+from social_security.claims.catalogue import CatalogueItem
+from social_security.claims.codec import (
+    adjudication_from_json,
+    adjudication_to_json,
+    bill_digest,
+    bill_from_json,
+    bill_to_json,
+)
+from social_security.models import AccountRow, ClaimRow, YearTotalRow
+from social_security.schemes import AccountKind
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """Who settles: the card holder, tapped at a terminal of a designated facility."""
+
+    citizen: str
+    facility: str
+    terminal: str
+    card: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A booked claim and its split; ``replayed``: the bill had been settled before."""
+
+    claim: ClaimRow
+    adjudication: Adjudication
+    replayed: bool = False
+
+
+class ClaimConflict(Problem):
+    """409: the bill id is taken by another bill, or the claim cannot change that way."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(409, detail, code="claim-conflict")
+
+
+class ClaimNotFound(Problem):
+    def __init__(self) -> None:
+        super().__init__(404, "no such claim at this facility for this card holder")
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    bill: Bill
+    scheme: str
+    rules: reference.Rules
+    level: int
+    catalogue: dict[str, CatalogueItem]
+    assistance: str | None
+
+
+async def _prepare(session: AsyncSession, bill: Bill) -> _Prepared:
+    """Everything but the citizen's own balances, read before any lock (it changes rarely)."""
+    provider = await reference.provider(session, bill.facility)
+    enrolment = await reference.medical_enrolment(session, bill.citizen, bill.service_date)
+    rules = await reference.rules_for(session, enrolment.scheme, bill.service_date)
+    catalogue = await reference.catalogue_for(
+        session, (line.code for line in bill.lines), bill.service_date
+    )
+    check_bill(bill, catalogue)
+    return _Prepared(
+        bill=bill,
+        scheme=enrolment.scheme,
+        rules=rules,
+        level=provider.level,
+        catalogue=catalogue,
+        assistance=enrolment.assistance,
+    )
+
+
+def _adjudicate(p: _Prepared, before: YearToDate, account_fen: int) -> Adjudication:
+    return adjudicate(
+        p.bill,
+        rules=p.rules.rules,
+        catalogue=p.catalogue,
+        hospital_level=p.level,
+        before=before,
+        personal_account_fen=account_fen,
+        assistance=p.assistance,
+    )
+
+
+async def presettle(session: AsyncSession, bill: Bill) -> Adjudication:
+    """The split the bill would get now; nothing is booked or locked."""
+    prepared = await _prepare(session, bill)
+    totals = await session.get(
+        YearTotalRow, (bill.citizen, prepared.scheme, bill.service_date.year)
+    )
+    account = await session.get(AccountRow, (bill.citizen, AccountKind.MEDICAL.value))
+    return _adjudicate(
+        prepared,
+        year_to_date(totals),
+        account.balance_fen if account is not None else 0,
+    )
+
+
+async def settle(session: AsyncSession, bill: Bill, counter: Counter) -> Settlement:
+    """Book the bill (once): the claim, the accumulators and the personal-account debit, in the
+    caller's transaction (the request's unit of work commits it)."""
+    prepared = await _prepare(session, bill)
+    totals = await _lock_year(session, bill.citizen, prepared.scheme, bill.service_date.year)
+    digest = bill_digest(bill)
+    existing = await _claim_of_bill(session, bill.facility, bill.bill_id)
+    if existing is not None:
+        return _replay(existing, digest)
+    account = await _lock_account(session, bill.citizen)
+    before = year_to_date(totals)
+    adjudication = _adjudicate(prepared, before, account.balance_fen if account else 0)
+    now = datetime.now(UTC)
+    claim = ClaimRow(
+        id="clm-" + uuid.uuid4().hex,
+        facility=bill.facility,
+        bill_id=bill.bill_id,
+        bill_digest=digest,
+        citizen=bill.citizen,
+        scheme=prepared.scheme,
+        year=bill.service_date.year,
+        service_date=bill.service_date,
+        status="settled",
+        total_fen=adjudication.total_fen,
+        in_scope_fen=adjudication.in_scope_fen,
+        deductible_fen=adjudication.deductible_fen,
+        pooled_fen=adjudication.pooled_fen,
+        critical_fen=adjudication.critical_fen,
+        assistance_fen=adjudication.assistance_fen,
+        personal_account_fen=adjudication.personal_account_fen,
+        cash_fen=adjudication.cash_fen,
+        adjudication=adjudication_to_json(adjudication, before=before),
+        bill=bill_to_json(bill),
+        terminal=counter.terminal,
+        card=counter.card,
+        settled_at=now,
+    )
+    session.add(claim)
+    _apply(totals, adjudication.after)
+    if adjudication.personal_account_fen:
+        await ledger.debit(
+            session,
+            citizen=bill.citizen,
+            kind=AccountKind.MEDICAL,
+            amount_fen=adjudication.personal_account_fen,
+            reason="settlement",
+            reference=f"claim:{claim.id}",
+            at=now,
+        )
+    await session.flush()
+    return Settlement(claim=claim, adjudication=adjudication)
+
+
+async def reverse(session: AsyncSession, claim_id: str, counter: Counter) -> ClaimRow:
+    """Undo a settled claim (冲正): give back to the accumulators exactly what it took, and
+    to the personal account what it paid. Reversing a reversed claim changes nothing."""
+    claim = await _own_claim(session, claim_id, counter)
+    totals = await _lock_year(session, claim.citizen, claim.scheme, claim.year)
+    await session.refresh(claim, with_for_update=True)
+    if claim.status == "reversed":
+        return claim
+    adjudication, before = adjudication_from_json(claim.adjudication)
+    now = datetime.now(UTC)
+    current = year_to_date(totals)
+    _apply(totals, _minus(current, _delta(adjudication.after, before)))
+    if claim.personal_account_fen:
+        await ledger.credit(
+            session,
+            citizen=claim.citizen,
+            kind=AccountKind.MEDICAL,
+            amount_fen=claim.personal_account_fen,
+            reason="reversal",
+            reference=f"reversal:{claim.id}",
+            at=now,
+        )
+    claim.status = "reversed"
+    claim.reversed_at = now
+    session.add(claim)
+    await session.flush()
+    return claim
+
+
+async def refund(
+    session: AsyncSession, claim_id: str, sequences: frozenset[int], counter: Counter
+) -> Settlement | ClaimRow:
+    """Refund some lines of a settled claim (退费): reverse it and settle the lines kept as a
+    new claim that names the one it replaces, in one transaction. With no line kept this is
+    a reversal (the reversed claim is returned)."""
+    claim = await _own_claim(session, claim_id, counter)
+    if claim.status != "settled":
+        raise ClaimConflict("only a settled claim can be refunded; this one is reversed")
+    original = bill_from_json(claim.bill)
+    known = {line.sequence for line in original.lines}
+    unknown = sorted(sequences - known)
+    if not sequences or unknown:
+        raise ClaimConflict(
+            f"the lines to refund must be lines of the claim (unknown: {unknown or 'none given'})"
+        )
+    await reverse(session, claim_id, counter)
+    kept = tuple(line for line in original.lines if line.sequence not in sequences)
+    if not kept:
+        return claim
+    suffix = "-".join(str(s) for s in sorted(sequences))
+    remaining = replace(original, bill_id=f"{original.bill_id}/refund-{suffix}"[:64], lines=kept)
+    settled = await settle(session, remaining, counter)
+    settled.claim.replaces = claim.id
+    session.add(settled.claim)
+    await session.flush()
+    return settled
+
+
+# -- locks and accumulators ----------------------------------------------------------------
+
+
+async def _lock_year(session: AsyncSession, citizen: str, scheme: str, year: int) -> YearTotalRow:
+    """The citizen's accumulators for the scheme and year, created if new, locked till commit."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    zeros = {f.name: 0 for f in fields(YearToDate)}
+    connection = await session.connection()
+    await connection.execute(
+        insert(YearTotalRow)
+        .values(citizen=citizen, scheme=scheme, year=year, **zeros)
+        .on_conflict_do_nothing()
+    )
+    result = await session.exec(
+        select(YearTotalRow)
+        .where(YearTotalRow.citizen == citizen)
+        .where(YearTotalRow.scheme == scheme)
+        .where(YearTotalRow.year == year)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    row: YearTotalRow = result.one()
+    return row
+
+
+async def _lock_account(session: AsyncSession, citizen: str) -> AccountRow | None:
+    result = await session.exec(
+        select(AccountRow)
+        .where(AccountRow.citizen == citizen)
+        .where(AccountRow.kind == AccountKind.MEDICAL.value)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return result.first()
+
+
+def year_to_date(row: YearTotalRow | None) -> YearToDate:
+    if row is None:
+        return YearToDate()
+    return YearToDate(**{f.name: getattr(row, f.name) for f in fields(YearToDate)})
+
+
+def _apply(row: YearTotalRow, state: YearToDate) -> None:
+    for f in fields(YearToDate):
+        setattr(row, f.name, getattr(state, f.name))
+
+
+def _delta(after: YearToDate, before: YearToDate) -> YearToDate:
+    return YearToDate(
+        **{f.name: getattr(after, f.name) - getattr(before, f.name) for f in fields(YearToDate)}
+    )
+
+
+def _minus(current: YearToDate, delta: YearToDate) -> YearToDate:
+    return YearToDate(
+        **{
+            f.name: max(0, getattr(current, f.name) - getattr(delta, f.name))
+            for f in fields(YearToDate)
+        }
+    )
+
+
+# -- claims ---------------------------------------------------------------------------------
+
+
+async def _claim_of_bill(session: AsyncSession, facility: str, bill_id: str) -> ClaimRow | None:
+    result = await session.exec(
+        select(ClaimRow)
+        .where(ClaimRow.facility == facility)
+        .where(ClaimRow.bill_id == bill_id)
+        .execution_options(populate_existing=True)
+    )
+    return result.first()
+
+
+def _replay(claim: ClaimRow, digest: str) -> Settlement:
+    if claim.bill_digest != digest:
+        raise ClaimConflict(
+            f"bill {claim.bill_id} was settled with other content; a changed bill needs a new "
+            "bill id (or a refund of the settled one)"
+        )
+    if claim.status != "settled":
+        raise ClaimConflict(f"bill {claim.bill_id} was settled and then reversed")
+    adjudication, _ = adjudication_from_json(claim.adjudication)
+    return Settlement(claim=claim, adjudication=adjudication, replayed=True)
+
+
+async def _own_claim(session: AsyncSession, claim_id: str, counter: Counter) -> ClaimRow:
+    """The claim, if the counter's facility booked it for this card holder."""
+    claim = await session.get(ClaimRow, claim_id)
+    if claim is None or claim.facility != counter.facility or claim.citizen != counter.citizen:
+        raise ClaimNotFound()
+    return claim
+
+
+async def claims_of(session: AsyncSession, claim_id: str, counter: Counter) -> Settlement:
+    """A claim the counter may see again (its own facility's, for this card holder)."""
+    claim = await _own_claim(session, claim_id, counter)
+    adjudication, _ = adjudication_from_json(claim.adjudication)
+    return Settlement(claim=claim, adjudication=adjudication, replayed=True)
