@@ -26,6 +26,7 @@ from bench import (
     fhir_store,
     gateway_overhead,
     machine,
+    settlement,
     terminal_auth,
     tokens,
 )
@@ -80,6 +81,12 @@ BENCHMARKS: list[Benchmark] = [
         "fhir-scale",
         "Patient + code + date Observation search on 1,000,000 resources, p50/p99 (issue 5)",
         fhir_scale.run,
+    ),
+    Benchmark(
+        "settlement",
+        "Settlements/s through the gateway at concurrency 16, overpayment under 50 parallel "
+        "claims near the cap, contribution import rows/s (issue 6)",
+        settlement.run,
     ),
 ]
 

@@ -162,6 +162,13 @@ class YearTotalRow(SQLModel, table=True):
     critical_base_fen: int = Field(sa_column=Column(BigInteger, nullable=False))
     critical_paid_fen: int = Field(sa_column=Column(BigInteger, nullable=False))
     assistance_paid_fen: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Outpatient pooling's own deductible and cap (migration 0003).
+    outpatient_deductible_used_fen: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    outpatient_pooled_paid_fen: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
 
 
 class ClaimRow(SQLModel, table=True):

@@ -31,10 +31,10 @@ Critical-illness insurance is computed on the year's cumulative base, rounding t
 cumulative amount down and paying the difference from what was due before: over the year it
 pays exactly ``floor(bands(total base))``, never a fen more, whatever way the bills fell.
 
-Interim, until :class:`YearToDate` carries separate outpatient accumulators: outpatient and
-inpatient bills share ``deductible_used_fen`` and ``pooled_paid_fen``, and the outpatient
-pooling cap is measured against all pooled payments of the year (which can only under-pay,
-never over-pay, the outpatient pool).
+Outpatient pooling keeps accumulators of its own (``outpatient_deductible_used_fen``,
+``outpatient_pooled_paid_fen``): an outpatient bill uses the outpatient deductible and is
+held to both the outpatient pool's cap and the year's cap on all pooled payments; an
+inpatient bill uses the inpatient deductible of its hospital's level.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def adjudicate(
     reasons: list[Reason] = []
 
     pooling = _pooling(rules, bill.visit_type, hospital_level, before, in_scope, reasons)
+    outpatient = bill.visit_type is VisitType.OUTPATIENT
     self_pay_in_scope = in_scope - pooling.pooled
     critical = _critical(rules.critical_illness, before, self_pay_in_scope, reasons)
     helped = _assistance(rules, assistance, before, self_pay_in_scope - critical, reasons)
@@ -141,8 +142,13 @@ def adjudicate(
         personal_account_fen=personal,
         cash_fen=cash,
         after=YearToDate(
-            deductible_used_fen=before.deductible_used_fen + pooling.deductible,
+            deductible_used_fen=before.deductible_used_fen
+            + (0 if outpatient else pooling.deductible),
             pooled_paid_fen=before.pooled_paid_fen + pooling.pooled,
+            outpatient_deductible_used_fen=before.outpatient_deductible_used_fen
+            + (pooling.deductible if outpatient else 0),
+            outpatient_pooled_paid_fen=before.outpatient_pooled_paid_fen
+            + (pooling.pooled if outpatient else 0),
             critical_base_fen=before.critical_base_fen + self_pay_in_scope,
             critical_paid_fen=before.critical_paid_fen + critical,
             assistance_paid_fen=before.assistance_paid_fen + helped,
@@ -295,19 +301,25 @@ def _pooling(
             reasons.append(Reason.OUTPATIENT_NOT_POOLED)
             return _Pooling(deductible=0, pooled=0)
         deductible_fen, ratio_bp = rules.outpatient.deductible_fen, rules.outpatient.ratio_bp
-        cap_fen = min(rules.annual_pooled_cap_fen, rules.outpatient.annual_cap_fen)
+        used = before.outpatient_deductible_used_fen
+        # Both caps hold: the outpatient pool's own, and the year's for all pooled payments.
+        cap_left = min(
+            rules.annual_pooled_cap_fen - before.pooled_paid_fen,
+            rules.outpatient.annual_cap_fen - before.outpatient_pooled_paid_fen,
+        )
     else:
         level = rules.level(hospital_level)
         deductible_fen, ratio_bp = level.deductible_fen, level.ratio_bp
-        cap_fen = rules.annual_pooled_cap_fen
+        used = before.deductible_used_fen
+        cap_left = rules.annual_pooled_cap_fen - before.pooled_paid_fen
 
-    deductible = min(in_scope, max(0, deductible_fen - before.deductible_used_fen))
+    deductible = min(in_scope, max(0, deductible_fen - used))
     if deductible:
         reasons.append(Reason.DEDUCTIBLE)
     elif in_scope and deductible_fen:
         reasons.append(Reason.DEDUCTIBLE_MET)
     by_ratio = _share_down(in_scope - deductible, ratio_bp)
-    cap_left = max(0, cap_fen - before.pooled_paid_fen)
+    cap_left = max(0, cap_left)
     pooled = min(by_ratio, cap_left)
     if pooled:
         reasons.append(Reason.POOLED_RATIO)

@@ -57,7 +57,9 @@ class YearToDate:
     """What a citizen's medical scheme has already used this year (the accumulators).
 
     ``critical_base_fen`` is the year's in-scope self-pay counted towards critical-illness
-    insurance, whose bands apply to the cumulative amount.
+    insurance, whose bands apply to the cumulative amount. ``deductible_used_fen`` is the
+    inpatient deductible; outpatient pooling has a deductible and a cap of its own
+    (``outpatient_*``), while ``pooled_paid_fen`` counts both against the annual cap.
     """
 
     deductible_used_fen: int = 0
@@ -65,6 +67,8 @@ class YearToDate:
     critical_base_fen: int = 0
     critical_paid_fen: int = 0
     assistance_paid_fen: int = 0
+    outpatient_deductible_used_fen: int = 0
+    outpatient_pooled_paid_fen: int = 0
 
 
 @dataclass(frozen=True, slots=True)

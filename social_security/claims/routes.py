@@ -24,6 +24,7 @@ from services.kit.protection import protection_guard
 from social_security.claims import settlement
 from social_security.claims.counter import CounterDep
 from social_security.claims.reasons import BillRefused
+from social_security.claims.reference_cache import reference_cache
 from social_security.claims.schemas import (
     BillIn,
     RefundIn,
@@ -98,7 +99,7 @@ async def preview(
 ) -> SettlementOut:
     try:
         bill = parse_bill(body, facility=counter.facility, citizen=counter.citizen)
-        adjudication = await settlement.presettle(session, bill)
+        adjudication = await settlement.presettle(session, bill, reference_cache(request))
     except BillRefused as exc:
         await _audit(
             request,
@@ -124,7 +125,7 @@ async def settle(
 ) -> SettlementOut:
     try:
         bill = parse_bill(body, facility=counter.facility, citizen=counter.citizen)
-        booked = await settlement.settle(session, bill, counter)
+        booked = await settlement.settle(session, bill, counter, reference_cache(request))
     except BillRefused as exc:
         await _audit(
             request,

@@ -40,6 +40,7 @@ from social_security.claims.codec import (
     bill_from_json,
     bill_to_json,
 )
+from social_security.claims.reference_cache import ReferenceCache
 from social_security.models import AccountRow, ClaimRow, YearTotalRow
 from social_security.schemes import AccountKind
 
@@ -85,12 +86,13 @@ class _Prepared:
     assistance: str | None
 
 
-async def _prepare(session: AsyncSession, bill: Bill) -> _Prepared:
+async def _prepare(session: AsyncSession, bill: Bill, cache: ReferenceCache | None) -> _Prepared:
     """Everything but the citizen's own balances, read before any lock (it changes rarely)."""
-    provider = await reference.provider(session, bill.facility)
+    source = cache or ReferenceCache(ttl=0)
+    provider = await source.provider(session, bill.facility)
     enrolment = await reference.medical_enrolment(session, bill.citizen, bill.service_date)
-    rules = await reference.rules_for(session, enrolment.scheme, bill.service_date)
-    catalogue = await reference.catalogue_for(
+    rules = await source.rules_for(session, enrolment.scheme, bill.service_date)
+    catalogue = await source.catalogue_for(
         session, (line.code for line in bill.lines), bill.service_date
     )
     check_bill(bill, catalogue)
@@ -116,9 +118,11 @@ def _adjudicate(p: _Prepared, before: YearToDate, account_fen: int) -> Adjudicat
     )
 
 
-async def presettle(session: AsyncSession, bill: Bill) -> Adjudication:
+async def presettle(
+    session: AsyncSession, bill: Bill, cache: ReferenceCache | None = None
+) -> Adjudication:
     """The split the bill would get now; nothing is booked or locked."""
-    prepared = await _prepare(session, bill)
+    prepared = await _prepare(session, bill, cache)
     totals = await session.get(
         YearTotalRow, (bill.citizen, prepared.scheme, bill.service_date.year)
     )
@@ -130,10 +134,13 @@ async def presettle(session: AsyncSession, bill: Bill) -> Adjudication:
     )
 
 
-async def settle(session: AsyncSession, bill: Bill, counter: Counter) -> Settlement:
+async def settle(
+    session: AsyncSession, bill: Bill, counter: Counter, cache: ReferenceCache | None = None
+) -> Settlement:
     """Book the bill (once): the claim, the accumulators and the personal-account debit, in the
-    caller's transaction (the request's unit of work commits it)."""
-    prepared = await _prepare(session, bill)
+    caller's transaction (the request's unit of work commits it). ``cache``: the app's memory
+    of reference data (:mod:`social_security.claims.reference_cache`)."""
+    prepared = await _prepare(session, bill, cache)
     totals = await _lock_year(session, bill.citizen, prepared.scheme, bill.service_date.year)
     digest = bill_digest(bill)
     existing = await _claim_of_bill(session, bill.facility, bill.bill_id)

@@ -35,6 +35,7 @@ from social_security.claims import reference, settlement
 from social_security.claims.codec import adjudication_from_json, bill_from_json
 from social_security.claims.counter import CounterDep
 from social_security.claims.reasons import BillRefused
+from social_security.claims.reference_cache import reference_cache
 from social_security.fhir import resources
 from social_security.fhir.claim import bill_from_claim
 from social_security.fhir.outcome import FHIR_JSON, FhirInvalid
@@ -126,9 +127,9 @@ async def submit(request: Request, counter: CounterDep, session: SessionDep) -> 
     try:
         bill = bill_from_claim(resource, facility=counter.facility, citizen=counter.citizen)
         if use == "predetermination":
-            adjudication = await settlement.presettle(session, bill)
+            adjudication = await settlement.presettle(session, bill, reference_cache(request))
         else:
-            booked = await settlement.settle(session, bill, counter)
+            booked = await settlement.settle(session, bill, counter, reference_cache(request))
     except (BillRefused, FhirInvalid) as exc:
         code = exc.code.value if isinstance(exc, BillRefused) else ",".join(exc.reasons)
         await _audit(

@@ -249,12 +249,35 @@ def test_outpatient_bills_use_outpatient_pooling() -> None:
     below = settle(visit)
     assert below.deductible_fen == 10_500  # under the 300-yuan outpatient deductible
     assert below.pooled_fen == 0
-    met = settle(visit, before=YearToDate(deductible_used_fen=30_000))
+    met = settle(visit, before=YearToDate(outpatient_deductible_used_fen=30_000))
     assert met.pooled_fen == 10_500 // 2  # 50%
+    assert met.after.outpatient_pooled_paid_fen == met.after.pooled_paid_fen == 10_500 // 2
+    # The inpatient deductible is another one: having met it does not meet the outpatient's.
+    inpatient_met = settle(visit, before=YearToDate(deductible_used_fen=120_000))
+    assert inpatient_met.deductible_fen == 10_500
+    assert inpatient_met.after.deductible_used_fen == 120_000
     no_pooling = RESIDENT.model_copy(update={"outpatient": None})
-    refused = settle(visit, rules=no_pooling, before=YearToDate(deductible_used_fen=30_000))
+    refused = settle(
+        visit, rules=no_pooling, before=YearToDate(outpatient_deductible_used_fen=30_000)
+    )
     assert refused.pooled_fen == 0
     assert Reason.OUTPATIENT_NOT_POOLED in refused.reasons
+
+
+def test_the_outpatient_pool_has_a_cap_of_its_own() -> None:
+    visit = bill(("FA05", 2, 8_000), visit=VisitType.OUTPATIENT)
+    almost = YearToDate(
+        outpatient_deductible_used_fen=30_000,
+        outpatient_pooled_paid_fen=300_000 - 1_000,  # 10 yuan left of the 3,000-yuan pool
+        pooled_paid_fen=300_000 - 1_000,
+    )
+    capped = settle(visit, before=almost)
+    assert capped.pooled_fen == 1_000
+    assert Reason.POOLED_CAP_REACHED in capped.reasons
+    assert capped.after.outpatient_pooled_paid_fen == 300_000
+    # Inpatient care is held only to the year's cap, whatever the outpatient pool used.
+    stay = settle(bill(("FA01", 30, 6_000)), level=1, before=almost)
+    assert stay.pooled_fen > 0
 
 
 # --- lines and rounding -----------------------------------------------------------------
