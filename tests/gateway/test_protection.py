@@ -180,7 +180,7 @@ async def test_an_operators_override_is_enforced(
 ) -> None:
     override = PolicyOverride.model_validate(
         {
-            "rules": [{"prefix": "/social-security", "level": 3}],
+            "rules": [{"prefix": "/social-security/benefits", "level": 3}],
             "fhir_types": {"Observation": 4},
         }
     )
