@@ -1,11 +1,12 @@
-"""Issue 4 end to end, on the whole platform as ``make run`` starts it: a demo card tap and a
-record read show up in the citizen's access log with a proof that verifies; with the ledger
-killed, level-3 data is refused, not served unaudited; the three administrators' duties are
-separate."""
+"""Issues 4 and 6 end to end, on the whole platform as ``make run`` starts it: a demo card tap
+and a record read show up in the citizen's access log with a proof that verifies; with the
+ledger killed, level-3 data is refused, not served unaudited; the three administrators' duties
+are separate; the demo bill settled at the hospital's counter shows in the citizen's app."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from services.audit.offline import verify_entry
 from services.kit import topology
 from services.kit.credentials import ClientCredentials
 from services.launcher import Launcher
+from social_security.demo import seed as seed_social_security
 from tests.harness import free_port_block, wait_until
 
 pytestmark = pytest.mark.system
@@ -56,6 +58,7 @@ def demo(platform: Launcher) -> Path:
                 env.setenv(name, value)
         asyncio.run(seed_identity(base_url=base_url, var_dir=platform.var_dir))
         asyncio.run(seed_health(base_url=base_url, var_dir=platform.var_dir))
+        asyncio.run(seed_social_security(base_url=base_url, var_dir=platform.var_dir))
     return platform.var_dir / "demo"
 
 
@@ -110,6 +113,46 @@ async def test_a_tap_and_a_read_are_in_the_citizens_log_with_a_proof(
     assert record["citizen"] == holder.claims["sub"]
     assert record["outcome"] == "success"
     assert record["level"] >= 3
+
+
+async def test_the_demo_bill_settled_at_the_counter_shows_in_the_citizens_app(
+    platform: Launcher, demo: Path
+) -> None:
+    """The README's flow: tap at the billing counter, pre-settle, settle; the citizen's app
+    then shows the claim, the year's pooled fund and deductible, the personal account."""
+    bill = json.loads((demo / "bills" / "zhang-wei-appendectomy.json").read_text())
+    async with httpx.AsyncClient(base_url=platform.children["gateway"].url, timeout=15) as http:
+        counter = VirtualTerminal(
+            ClientCredentials.load(demo / "terminals" / "hospital-counter.json")
+        )
+        card = VirtualCard.load(demo / "cards" / "zhang-wei.card")
+        holder = await tap(http, terminal=counter, card=card, pin=DEMO_PIN)
+        auth = {"Authorization": f"Bearer {holder.access_token}"}
+        preview = await http.post("/insurance/settlements/preview", json=bill, headers=auth)
+        assert preview.status_code == 200, preview.text
+        settled = await http.post("/insurance/settlements", json=bill, headers=auth)
+        assert settled.status_code == 201, settled.text
+        split = settled.json()["split"]
+        assert split == preview.json()["split"]
+        assert split["pooled_fen"] > 0
+        assert split["personal_account_fen"] > 0  # Zhang Wei is an employee with contributions
+
+        tokens = await app_login(
+            http, installation_id=installation_id(card), card=card, pin=DEMO_PIN
+        )
+        mine = {"Authorization": f"Bearer {tokens['access_token']}"}
+        year = bill["service_date"][:4]
+        claims = (await http.get("/social-security/claims", headers=mine)).json()["items"]
+        medical_year = (
+            await http.get(f"/social-security/medical-year/{year}", headers=mine)
+        ).json()
+        account = (await http.get("/social-security/medical-account", headers=mine)).json()
+    assert [c["id"] for c in claims] == [settled.json()["claim_id"]]
+    assert claims[0]["split"]["cash_fen"] == split["cash_fen"]
+    (scheme,) = medical_year["schemes"]
+    assert scheme["pooled_paid_fen"] == split["pooled_fen"]
+    assert scheme["deductible_used_fen"] == settled.json()["deductible_fen"]
+    assert account["entries"][0]["amount_fen"] == -split["personal_account_fen"]
 
 
 async def test_with_the_ledger_killed_records_are_refused_until_it_is_back(
