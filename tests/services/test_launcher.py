@@ -220,7 +220,8 @@ async def test_onecard_up_runs_on_real_postgresql_and_redis(tmp_path: Path) -> N
     from tests.conftest import _drop_databases
 
     name = f"onecard_up_{worker_id()}"
-    await _drop_databases([f"{name}_{s.name}" for s in topology.SERVICES])
+    databases = [f"{name}_{s.name}" for s in topology.SERVICES]
+    await _drop_databases(databases)
     database_url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
     base = free_port_block(PORTS)
     cli = _start_cli(
@@ -241,3 +242,4 @@ async def test_onecard_up_runs_on_real_postgresql_and_redis(tmp_path: Path) -> N
             cli.wait()
         assert cli.stderr is not None
         cli.stderr.close()
+        await _drop_databases(databases)  # leave the shared server as it was found
