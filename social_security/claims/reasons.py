@@ -67,6 +67,7 @@ class Reason(StrEnum):
     OUTSIDE_COVERAGE = "OUTSIDE_COVERAGE"
     NO_RULES = "NO_RULES"
     PROVIDER_NOT_DESIGNATED = "PROVIDER_NOT_DESIGNATED"
+    VISIT_NOT_OFFERED = "VISIT_NOT_OFFERED"
     BILL_CONFLICT = "BILL_CONFLICT"
     CLAIM_NOT_FOUND = "CLAIM_NOT_FOUND"
     ALREADY_REVERSED = "ALREADY_REVERSED"
@@ -109,6 +110,7 @@ REFUSALS = frozenset(
         Reason.OUTSIDE_COVERAGE,
         Reason.NO_RULES,
         Reason.PROVIDER_NOT_DESIGNATED,
+        Reason.VISIT_NOT_OFFERED,
         Reason.BILL_CONFLICT,
         Reason.CLAIM_NOT_FOUND,
         Reason.ALREADY_REVERSED,
@@ -161,6 +163,7 @@ _TEXTS: dict[Reason, str] = {
     Reason.OUTSIDE_COVERAGE: "The service date is outside the coverage period.",
     Reason.NO_RULES: "No rules of the scheme are in force on the service date.",
     Reason.PROVIDER_NOT_DESIGNATED: "The facility is not a designated medical institution.",
+    Reason.VISIT_NOT_OFFERED: "A pharmacy settles outpatient (dispensing) bills only.",
     Reason.BILL_CONFLICT: "This bill number was already settled with different content.",
     Reason.CLAIM_NOT_FOUND: "No such claim.",
     Reason.ALREADY_REVERSED: "The claim was already reversed.",

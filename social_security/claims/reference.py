@@ -30,7 +30,16 @@ class Rules:
     rules: RuleSet
 
 
-async def provider(session: AsyncSession, facility: str) -> ProviderRow:
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A designated institution: a plain value (kept beyond the session that read it)."""
+
+    facility: str
+    level: int
+    kind: str
+
+
+async def provider(session: AsyncSession, facility: str) -> Provider:
     """The designated institution the terminal stands in, or a refusal."""
     row = await session.get(ProviderRow, facility)
     if row is None:
@@ -38,7 +47,7 @@ async def provider(session: AsyncSession, facility: str) -> ProviderRow:
             Reason.PROVIDER_NOT_DESIGNATED,
             "the facility is not a designated medical-insurance institution",
         )
-    return row
+    return Provider(facility=row.facility, level=row.level, kind=row.kind)
 
 
 def covers(row: EnrolmentRow, on: date) -> bool:
@@ -66,7 +75,8 @@ async def medical_enrolment(session: AsyncSession, citizen: str, on: date) -> En
     active = [row for row in covering if row.status == "active"]
     if not active:
         raise BillRefused(
-            Reason.NOT_ENROLLED, f"the citizen's enrolment is {covering[0].status}, not active"
+            Reason.ENROLMENT_SUSPENDED,
+            f"the citizen's enrolment is {covering[0].status}, not active",
         )
     chosen: EnrolmentRow = active[0]
     return chosen

@@ -5,7 +5,8 @@ change a few times a year, yet each settlement read them (four queries and a rul
 parsed) before booking. They are kept here for ``ttl`` seconds: a rules version published for
 a date already begun, or a provider re-graded, is used by every settlement within that time.
 Nothing citizen-specific is kept (enrolments, year totals and accounts are always read in the
-settlement's own transaction). One cache per app, never per module: apps with different
+settlement's own transaction), and only plain values, never ORM rows (a row outlives neither
+its session nor a rollback). One cache per app, never per module: apps with different
 databases share a process in the tests.
 """
 
@@ -21,7 +22,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from social_security.claims import reference
 from social_security.claims.catalogue import CatalogueItem
-from social_security.models import ProviderRow
 
 T = TypeVar("T")
 TTL_SECONDS = 30.0
@@ -45,7 +45,7 @@ class ReferenceCache:
         self._entries[key] = (now + self.ttl, value)
         return value
 
-    async def provider(self, session: AsyncSession, facility: str) -> ProviderRow:
+    async def provider(self, session: AsyncSession, facility: str) -> reference.Provider:
         return await self._get(
             ("provider", facility), lambda: reference.provider(session, facility)
         )

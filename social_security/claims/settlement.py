@@ -31,7 +31,7 @@ from services.kit.errors import Problem
 from social_security.benefits import ledger
 from social_security.claims import reference
 from social_security.claims.adjudication import adjudicate, check_bill
-from social_security.claims.bill import Adjudication, Bill, YearToDate
+from social_security.claims.bill import Adjudication, Bill, VisitType, YearToDate
 from social_security.claims.catalogue import CatalogueItem
 from social_security.claims.codec import (
     adjudication_from_json,
@@ -40,6 +40,7 @@ from social_security.claims.codec import (
     bill_from_json,
     bill_to_json,
 )
+from social_security.claims.reasons import BillRefused, Reason
 from social_security.claims.reference_cache import ReferenceCache
 from social_security.models import AccountRow, ClaimRow, YearTotalRow
 from social_security.schemes import AccountKind
@@ -68,12 +69,16 @@ class ClaimConflict(Problem):
     """409: the bill id is taken by another bill, or the claim cannot change that way."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(409, detail, code="claim-conflict")
+        super().__init__(409, detail, code=Reason.BILL_CONFLICT.value)
 
 
 class ClaimNotFound(Problem):
     def __init__(self) -> None:
-        super().__init__(404, "no such claim at this facility for this card holder")
+        super().__init__(
+            404,
+            "no such claim at this facility for this card holder",
+            code=Reason.CLAIM_NOT_FOUND.value,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,10 @@ async def _prepare(session: AsyncSession, bill: Bill, cache: ReferenceCache | No
     """Everything but the citizen's own balances, read before any lock (it changes rarely)."""
     source = cache or ReferenceCache(ttl=0)
     provider = await source.provider(session, bill.facility)
+    if provider.kind == "pharmacy" and bill.visit_type is not VisitType.OUTPATIENT:
+        raise BillRefused(
+            Reason.VISIT_NOT_OFFERED, "a pharmacy settles outpatient (dispensing) bills only"
+        )
     enrolment = await reference.medical_enrolment(session, bill.citizen, bill.service_date)
     rules = await source.rules_for(session, enrolment.scheme, bill.service_date)
     catalogue = await source.catalogue_for(

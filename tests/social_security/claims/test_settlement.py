@@ -127,6 +127,7 @@ async def test_the_same_bill_id_with_other_lines_is_a_conflict(
     ).status_code == 201
     changed = await ss.post(SETTLE, json=bill("B-7", ("FA01", 3, 6_000)), headers=counter_auth(LI))
     assert changed.status_code == 409
+    assert changed.json()["code"] == "BILL_CONFLICT"
     assert changed.headers["content-type"].startswith("application/problem+json")
 
 
@@ -217,11 +218,30 @@ async def test_who_and_when_are_checked_before_anything_is_booked(
     late = await ss.post(
         SETTLE, json=bill("B-31", *STAY, on=date(2027, 1, 3)), headers=counter_auth(LI)
     )
-    assert (late.status_code, late.json()["code"]) == (422, "OUTSIDE_COVERAGE")
+    assert (late.status_code, late.json().get("code")) == (422, "OUTSIDE_COVERAGE"), late.text
     elsewhere = await ss.post(
         SETTLE, json=bill("B-32", *STAY), headers=counter_auth(LI, facility="Back-street Clinic")
     )
     assert (elsewhere.status_code, elsewhere.json()["code"]) == (422, "PROVIDER_NOT_DESIGNATED")
+    pharmacy = "Yongkang Road Pharmacy"
+    ss_session.add(ProviderRow(facility=pharmacy, level=1, kind="pharmacy"))
+    ss_session.add(
+        EnrolmentRow(
+            citizen="cz_paused",
+            scheme="resident_medical",
+            start_date=date(2026, 1, 1),
+            status="suspended",
+        )
+    )
+    await ss_session.commit()
+    at_pharmacy = await ss.post(
+        SETTLE,
+        json=bill("B-34", *STAY),
+        headers=counter_auth(LI, facility=pharmacy, purpose="pharmacy"),
+    )
+    assert (at_pharmacy.status_code, at_pharmacy.json()["code"]) == (422, "VISIT_NOT_OFFERED")
+    paused = await ss.post(SETTLE, json=bill("B-35", *STAY), headers=counter_auth("cz_paused"))
+    assert (paused.status_code, paused.json()["code"]) == (422, "ENROLMENT_SUSPENDED")
     desk = await ss.post(
         SETTLE, json=bill("B-33", *STAY), headers=counter_auth(LI, purpose="registration_desk")
     )
