@@ -6,11 +6,12 @@ the gateway to the identity service, each carrying the terminal's bearer token (
 gateway and again by identity), a nonce written and consumed in Redis, the card's chain,
 status (database and Redis) and signature checked, and a token signed.
 
-Method: gateway + identity started by the real launcher on the newcomer default (SQLite and an
-embedded Redis), 8 registered terminals and 16 activated virtual cards made through the real
-API, then 16 concurrent workers tap cards without PIN (the PIN is checked on the card: its
-scrypt would only measure the simulated card) for at least 3,000 flows after a warm-up. The
-load generator, the card simulator, the gateway and identity share this machine's cores.
+Method: gateway, identity and the audit ledger started by the real launcher on the newcomer
+default (SQLite and an embedded Redis), 8 registered terminals and 16 activated virtual cards
+made through the real API, then 16 concurrent workers tap cards without PIN (the PIN is
+checked on the card: its scrypt would only measure the simulated card) for at least 3,000
+flows after a warm-up. The load generator, the card simulator, the gateway and identity share
+this machine's cores.
 Target: >= 1,000 flows/s.
 """
 
@@ -133,7 +134,8 @@ def run(console: Console) -> None:
         launcher = Launcher(
             port=free_port_block(5),
             var_dir=var_dir,
-            only=["gateway", "identity"],
+            # The ledger too: registering citizens is level-3 data, audited before it is answered.
+            only=["gateway", "identity", "audit"],
             restart=False,
             environment={
                 "ONECARD_RATE_LIMIT_PER_SECOND": UNTHROTTLED,
