@@ -157,11 +157,13 @@ def platform(
     *,
     ready_timeout: float = 90.0,
     prepare: Callable[[str], None] | None = None,
+    hospital_client_id: str | None = None,
 ) -> Iterator[Platform]:
     """Every service running, a hospital client and its token; all stopped (and dropped).
 
     ``prepare`` is called with the health service's database URL before any service starts
     (e.g. to put a ready-made store there); the health service then only migrates it.
+    ``hospital_client_id``: the hospital client's id, when such a store names it as author.
     """
     environment = dict.fromkeys(RATE_LIMITS, UNTHROTTLED)
     environment["ONECARD_REDIS_PREFIX"] = f"onecard-bench-{secrets.token_hex(4)}:"
@@ -204,7 +206,7 @@ def platform(
         except LaunchError as exc:
             raise BenchmarkError(f"could not start the platform: {exc}") from None
         os.environ.update(launcher.environment())
-        hospital = asyncio.run(_hospital(launcher.children["gateway"].url))
+        hospital = asyncio.run(_hospital(launcher.children["gateway"].url, hospital_client_id))
         yield Platform(launcher, where, hospital, databases, health_url)
     finally:
         os.environ.clear()
@@ -224,7 +226,7 @@ async def _ledger_entries() -> int:
     return int(count or 0)
 
 
-async def _hospital(base_url: str) -> ClientCredentials:
+async def _hospital(base_url: str, client_id: str | None = None) -> ClientCredentials:
     db = Database.for_settings(IdentitySettings())
     try:
         return await add_client(
@@ -233,6 +235,7 @@ async def _hospital(base_url: str) -> ClientCredentials:
             kind=ClientKind.HOSPITAL,
             scopes=[HOSPITAL_SCOPE],
             base_url=base_url,
+            client_id=client_id,
         )
     finally:
         await db.dispose()

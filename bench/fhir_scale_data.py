@@ -280,19 +280,3 @@ async def _create_from_template(name: str, template: str) -> None:
             await conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}'))
     finally:
         await engine.dispose()
-
-
-async def hand_to(health_url: str, client_id: str) -> None:
-    """Make the run's hospital client the author of every cached row (it reads what it wrote)."""
-    db = Database(to_async_url(health_url))
-    try:
-        async with db.engine.begin() as conn:
-            for table in ("resources", "resource_versions"):
-                await conn.execute(
-                    text(f"UPDATE {table} SET author = :client WHERE author = :placeholder"),
-                    {"client": client_id, "placeholder": PLACEHOLDER_AUTHOR},
-                )
-            if not db.is_sqlite:
-                await conn.execute(text("ANALYZE resources"))
-    finally:
-        await db.dispose()

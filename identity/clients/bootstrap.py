@@ -23,9 +23,13 @@ async def add_client(
     base_url: str,
     purpose: str | None = None,
     facility: str | None = None,
+    client_id: str | None = None,
 ) -> ClientCredentials:
-    """Register a new client and return its credentials (the private key is nowhere else)."""
-    client_id = service.new_client_id(kind)
+    """Register a new client and return its credentials (the private key is nowhere else).
+
+    ``client_id``: a chosen id instead of a new random one (a benchmark's store written ahead
+    of time names its author); it must not be taken."""
+    client_id = client_id or service.new_client_id(kind)
     credentials = ClientCredentials.generate(client_id=client_id, base_url=base_url)
     data = ClientCreate(
         name=name,

@@ -7,7 +7,7 @@ service code flushes, never commits.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,19 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 class Database:
     """The engine and session factory of one service's own database."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, schema: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        schema: str | None = None,
+        server_settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.url: URL = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.schema = None if self.is_sqlite else schema
+        # PostgreSQL run-time parameters for every connection (``SET`` at connect).
+        self.server_settings = dict(server_settings or {}) if not self.is_sqlite else {}
         # hide_parameters: a failing statement's bound values (names, phone numbers) must not
         # reach logs or exception messages.
         kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite, "hide_parameters": True}
@@ -38,9 +47,9 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
-            if self.schema:
-                if not _SCHEMA_NAME.fullmatch(self.schema):
-                    raise ValueError(f"schema name {self.schema!r} is not a plain identifier")
+            if self.schema and not _SCHEMA_NAME.fullmatch(self.schema):
+                raise ValueError(f"schema name {self.schema!r} is not a plain identifier")
+            if self.schema or self.server_settings:
                 kwargs["connect_args"] = self.connect_args()
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
@@ -52,13 +61,18 @@ class Database:
     @classmethod
     def for_settings(cls, settings: ServiceSettings) -> Database:
         """The database of the service these settings belong to."""
-        return cls(settings.resolved_database_url(), schema=settings.database_schema)
+        return cls(
+            settings.resolved_database_url(),
+            schema=settings.database_schema,
+            server_settings=settings.postgres_server_settings,
+        )
 
     def connect_args(self) -> dict[str, Any]:
-        """Driver arguments that put a connection in this service's schema."""
+        """Driver arguments that put a connection in this service's schema, with its settings."""
+        server_settings = dict(self.server_settings)
         if self.schema:
-            return {"server_settings": {"search_path": self.schema}}
-        return {}
+            server_settings["search_path"] = self.schema
+        return {"server_settings": server_settings} if server_settings else {}
 
     @property
     def display_url(self) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import ClassVar
 
 from pydantic import SecretStr, model_validator
@@ -36,6 +38,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ONECARD_", extra="ignore", frozen=True)
 
     service: ClassVar[str] = "service"
+    # PostgreSQL run-time parameters this service's connections are opened with (none here;
+    # a service sets its own, e.g. the health store's plan_cache_mode).
+    postgres_server_settings: ClassVar[Mapping[str, str]] = MappingProxyType({})
     # Names of SecretStr fields that must be set to a real value outside development.
     secret_fields: ClassVar[tuple[str, ...]] = ()
 
