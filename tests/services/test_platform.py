@@ -174,6 +174,62 @@ async def test_with_the_ledger_killed_records_are_refused_until_it_is_back(
         await wait_until(served_again, timeout=60, interval=0.5)
 
 
+async def test_the_insurance_service_killed_mid_settlement_settles_once_after(
+    platform: Launcher, demo: Path
+) -> None:
+    """Issue 6: kill the service between pre-settlement and settlement, and during a
+    settlement: no half-booked claim, and a retry settles exactly once."""
+    bill = json.loads((demo / "bills" / "li-na-outpatient.json").read_text())
+    bill["bill_id"] = "MZ-KILL-0001"
+    async with httpx.AsyncClient(base_url=platform.children["gateway"].url, timeout=15) as http:
+        counter = VirtualTerminal(
+            ClientCredentials.load(demo / "terminals" / "hospital-counter.json")
+        )
+        card = VirtualCard.load(demo / "cards" / "li-na.card")
+        holder = await tap(http, terminal=counter, card=card, pin=DEMO_PIN)
+        auth = {"Authorization": f"Bearer {holder.access_token}"}
+
+        async def answers() -> bool:
+            platform.supervise_once()  # the launcher restarts what died
+            try:
+                probe = await http.post("/insurance/settlements/preview", json=bill, headers=auth)
+            except httpx.HTTPError:
+                return False
+            return probe.status_code == 200
+
+        await wait_until(answers, timeout=60, interval=0.5)
+        platform.kill("social_security", signal.SIGKILL)  # after pre-settlement
+        await wait_until(answers, timeout=60, interval=0.5)
+        # During a settlement: the request is in flight when the process dies.
+        in_flight = asyncio.ensure_future(
+            http.post("/insurance/settlements", json=bill, headers=auth)
+        )
+        await asyncio.sleep(0.005)
+        platform.kill("social_security", signal.SIGKILL)
+        try:
+            first = (await in_flight).status_code
+        except httpx.HTTPError:
+            first = None  # the connection died with the process
+        await wait_until(answers, timeout=60, interval=0.5)
+        retries = [
+            await http.post("/insurance/settlements", json=bill, headers=auth) for _ in range(3)
+        ]
+        tokens = await app_login(
+            http, installation_id=installation_id(card), card=card, pin=DEMO_PIN
+        )
+        mine = {"Authorization": f"Bearer {tokens['access_token']}"}
+        claims = (await http.get("/social-security/claims", headers=mine)).json()["items"]
+    codes = [r.status_code for r in retries]
+    # Either the killed settlement had committed (every retry replays it, 200) or it had not
+    # (the first retry books it, 201, the rest replay); never two claims, never half of one.
+    assert codes in ([200, 200, 200], [201, 200, 200]), (first, codes)
+    assert len({r.json()["claim_id"] for r in retries}) == 1
+    booked = [c for c in claims if c["bill_id"] == "MZ-KILL-0001"]
+    assert len(booked) == 1
+    settled = retries[0].json()["split"]
+    assert {k: booked[0]["split"][k] for k in settled} == settled  # the split as booked
+
+
 @pytest.mark.parametrize(
     ("role", "file", "allowed"),
     [
