@@ -184,7 +184,12 @@ def _audit_client(settings: ServiceSettings, ledger_url: str) -> AuditClient:
         scope="audit.append",
         timeout=settings.audit_timeout,
     )
-    return AuditClient(ledger_url=ledger_url, tokens=tokens, timeout=settings.audit_timeout)
+    return AuditClient(
+        ledger_url=ledger_url,
+        tokens=tokens,
+        timeout=settings.audit_timeout,
+        max_in_flight=settings.audit_max_in_flight,
+    )
 
 
 def _record_refusal(request: Request, problem: Problem) -> None:

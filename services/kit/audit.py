@@ -80,7 +80,7 @@ class AuditClient:
         tokens: TokenSource,
         timeout: float = 2.0,
         max_batch: int = 200,
-        max_in_flight: int = 4,
+        max_in_flight: int = 1,
         backlog_limit: int = 20_000,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:

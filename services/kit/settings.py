@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -79,6 +79,10 @@ class ServiceSettings(BaseSettings):
     policy_refresh_seconds: float = 5.0
     # How long a level-3 request waits for the ledger's receipt before it is refused (503).
     audit_timeout: float = 2.0
+    # Submissions to the ledger in flight at once. One: what queues meanwhile leaves together
+    # in the next (group commit); measured on the settlement benchmark, the ledger's CPU per
+    # settlement halved (5 -> 2.5 ms) against four in flight, for the same latency alone.
+    audit_max_in_flight: int = Field(default=1, ge=1, le=16)
     # This service's platform credentials (a registered client allowed ``audit.append``);
     # default ``<var_dir>/credentials/<service>.json``, provisioned by identity in development.
     audit_credentials: Path | None = None
