@@ -17,11 +17,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
-from services.kit.audit import audit_access
 from services.kit.deps import SessionDep
 from services.kit.errors import PROBLEM_JSON, Problem
 from services.kit.protection import protection_guard
 from social_security.claims import settlement
+from social_security.claims.auditing import audit_claim, audit_refused
 from social_security.claims.counter import CounterDep
 from social_security.claims.reasons import BillRefused
 from social_security.claims.reference_cache import reference_cache
@@ -29,10 +29,10 @@ from social_security.claims.schemas import (
     BillIn,
     RefundIn,
     SettlementOut,
+    booked_out,
     parse_bill,
     settlement_out,
 )
-from social_security.claims.settlement import Counter
 
 
 async def _no_store(response: Response) -> None:
@@ -69,28 +69,6 @@ def refused(exc: BillRefused) -> Problem:
     return Problem(422, exc.detail, title="Bill refused", **extensions)
 
 
-async def _audit(
-    request: Request,
-    counter: Counter,
-    *,
-    action: str,
-    entity_id: str | None,
-    outcome: str = "success",
-    detail: str | None = None,
-) -> None:
-    await audit_access(
-        request,
-        entity_type="Claim",
-        entity_id=entity_id,
-        citizen=counter.citizen,
-        level=3,
-        action=action,
-        purpose="HPAYMT",  # HL7 v3 PurposeOfUse: healthcare payment
-        outcome=outcome,
-        detail=detail,
-    )
-
-
 @router.post(
     "/preview", summary="Pre-settle a bill: the split now, nothing booked", openapi_extra=_BILL_BODY
 )
@@ -101,16 +79,11 @@ async def preview(
         bill = parse_bill(body, facility=counter.facility, citizen=counter.citizen)
         adjudication = await settlement.presettle(session, bill, reference_cache(request))
     except BillRefused as exc:
-        await _audit(
-            request,
-            counter,
-            action="E",
-            entity_id=None,
-            outcome="refused",
-            detail=f"{exc.code}: {exc.detail}",
-        )
+        await audit_refused(request, counter.citizen, action="E", why=f"{exc.code}: {exc.detail}")
         raise refused(exc) from None
-    await _audit(request, counter, action="E", entity_id=bill.bill_id, detail="pre-settlement")
+    await audit_claim(
+        request, counter.citizen, action="E", entity_id=bill.bill_id, detail="pre-settlement"
+    )
     return settlement_out(adjudication, bill_id=bill.bill_id, claim_id=None, status="presettled")
 
 
@@ -127,33 +100,15 @@ async def settle(
         bill = parse_bill(body, facility=counter.facility, citizen=counter.citizen)
         booked = await settlement.settle(session, bill, counter, reference_cache(request))
     except BillRefused as exc:
-        await _audit(
-            request,
-            counter,
-            action="C",
-            entity_id=None,
-            outcome="refused",
-            detail=f"{exc.code}: {exc.detail}",
-        )
+        await audit_refused(request, counter.citizen, action="C", why=f"{exc.code}: {exc.detail}")
         raise refused(exc) from None
     claim = booked.claim
-    await _audit(
-        request,
-        counter,
-        action="C",
-        entity_id=claim.id,
-        detail="replayed" if booked.replayed else "settled",
-    )
+    detail = "replayed" if booked.replayed else "settled"
+    await audit_claim(request, counter.citizen, action="C", entity_id=claim.id, detail=detail)
     if booked.replayed:
         response.status_code = 200
     response.headers["Location"] = f"{request.url.path}/{claim.id}"
-    return settlement_out(
-        booked.adjudication,
-        bill_id=claim.bill_id,
-        claim_id=claim.id,
-        status=claim.status,
-        replaces=claim.replaces,
-    )
+    return booked_out(booked)
 
 
 @router.get("/{claim_id}", summary="A claim this facility booked for the card holder")
@@ -161,31 +116,17 @@ async def read(
     claim_id: str, counter: CounterDep, session: SessionDep, request: Request
 ) -> SettlementOut:
     booked = await settlement.claims_of(session, claim_id, counter)
-    claim = booked.claim
-    await _audit(request, counter, action="R", entity_id=claim.id)
-    return settlement_out(
-        booked.adjudication,
-        bill_id=claim.bill_id,
-        claim_id=claim.id,
-        status=claim.status,
-        replaces=claim.replaces,
-    )
+    await audit_claim(request, counter.citizen, action="R", entity_id=claim_id)
+    return booked_out(booked)
 
 
 @router.post("/{claim_id}/reversal", summary="Reverse a settled claim (all of it)")
 async def reverse(
     claim_id: str, counter: CounterDep, session: SessionDep, request: Request
 ) -> SettlementOut:
-    claim = await settlement.reverse(session, claim_id, counter)
-    await _audit(request, counter, action="U", entity_id=claim.id, detail="reversed")
-    adjudication = (await settlement.claims_of(session, claim_id, counter)).adjudication
-    return settlement_out(
-        adjudication,
-        bill_id=claim.bill_id,
-        claim_id=claim.id,
-        status=claim.status,
-        replaces=claim.replaces,
-    )
+    reversed_claim = await settlement.reverse(session, claim_id, counter)
+    await audit_claim(request, counter.citizen, action="U", entity_id=claim_id, detail="reversed")
+    return booked_out(reversed_claim)
 
 
 @router.post(
@@ -198,16 +139,6 @@ async def refund(
         result = await settlement.refund(session, claim_id, frozenset(data.lines), counter)
     except BillRefused as exc:
         raise refused(exc) from None
-    if isinstance(result, settlement.Settlement):
-        claim, adjudication = result.claim, result.adjudication
-    else:
-        claim = result
-        adjudication = (await settlement.claims_of(session, claim.id, counter)).adjudication
-    await _audit(request, counter, action="U", entity_id=claim_id, detail=f"refund -> {claim.id}")
-    return settlement_out(
-        adjudication,
-        bill_id=claim.bill_id,
-        claim_id=claim.id,
-        status=claim.status,
-        replaces=claim.replaces,
-    )
+    detail = f"refund -> {result.claim.id}"
+    await audit_claim(request, counter.citizen, action="U", entity_id=claim_id, detail=detail)
+    return booked_out(result)

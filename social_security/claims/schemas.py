@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from social_security.claims.bill import Adjudication, Bill, BillLine, VisitType
 from social_security.claims.reasons import BillRefused, Reason
+from social_security.claims.settlement import Settlement
 
 
 class BillLineIn(BaseModel):
@@ -175,6 +176,18 @@ def settlement_out(
         ],
         reasons=list(a.reasons),
         replaces=replaces,
+    )
+
+
+def booked_out(booked: Settlement) -> SettlementOut:
+    """A booked (or reversed) claim as the counter sees it."""
+    claim = booked.claim
+    return settlement_out(
+        booked.adjudication,
+        bill_id=claim.bill_id,
+        claim_id=claim.id,
+        status=claim.status,
+        replaces=claim.replaces,
     )
 
 

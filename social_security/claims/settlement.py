@@ -199,15 +199,15 @@ async def settle(
     return Settlement(claim=claim, adjudication=adjudication)
 
 
-async def reverse(session: AsyncSession, claim_id: str, counter: Counter) -> ClaimRow:
+async def reverse(session: AsyncSession, claim_id: str, counter: Counter) -> Settlement:
     """Undo a settled claim (冲正): give back to the accumulators exactly what it took, and
     to the personal account what it paid. Reversing a reversed claim changes nothing."""
     claim = await _own_claim(session, claim_id, counter)
     totals = await _lock_year(session, claim.citizen, claim.scheme, claim.year)
     await session.refresh(claim, with_for_update=True)
-    if claim.status == "reversed":
-        return claim
     adjudication, before = adjudication_from_json(claim.adjudication)
+    if claim.status == "reversed":
+        return Settlement(claim=claim, adjudication=adjudication, replayed=True)
     now = datetime.now(UTC)
     current = year_to_date(totals)
     _apply(totals, _minus(current, _delta(adjudication.after, before)))
@@ -225,12 +225,12 @@ async def reverse(session: AsyncSession, claim_id: str, counter: Counter) -> Cla
     claim.reversed_at = now
     session.add(claim)
     await session.flush()
-    return claim
+    return Settlement(claim=claim, adjudication=adjudication)
 
 
 async def refund(
     session: AsyncSession, claim_id: str, sequences: frozenset[int], counter: Counter
-) -> Settlement | ClaimRow:
+) -> Settlement:
     """Refund some lines of a settled claim (退费): reverse it and settle the lines kept as a
     new claim that names the one it replaces, in one transaction. With no line kept this is
     a reversal (the reversed claim is returned)."""
@@ -244,10 +244,10 @@ async def refund(
         raise ClaimConflict(
             f"the lines to refund must be lines of the claim (unknown: {unknown or 'none given'})"
         )
-    await reverse(session, claim_id, counter)
+    reversed_claim = await reverse(session, claim_id, counter)
     kept = tuple(line for line in original.lines if line.sequence not in sequences)
     if not kept:
-        return claim
+        return reversed_claim
     suffix = "-".join(str(s) for s in sorted(sequences))
     remaining = replace(original, bill_id=f"{original.bill_id}/refund-{suffix}"[:64], lines=kept)
     settled = await settle(session, remaining, counter)

@@ -26,12 +26,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.kit.audit import audit_access
 from services.kit.auth import require_token
 from services.kit.deps import SessionDep
 from services.kit.protection import protection_guard
 from services.kit.tokens import AccessToken
 from social_security.claims import reference, settlement
+from social_security.claims.auditing import OWN_REQUEST, audit_claim, audit_refused
 from social_security.claims.codec import adjudication_from_json, bill_from_json
 from social_security.claims.counter import CounterDep
 from social_security.claims.reasons import BillRefused
@@ -83,30 +83,6 @@ def _refused(exc: BillRefused) -> FhirInvalid:
     )
 
 
-async def _audit(
-    request: Request,
-    citizen: str,
-    *,
-    entity_type: str,
-    action: str,
-    entity_id: str | None,
-    outcome: str = "success",
-    detail: str | None = None,
-    purpose: str = "HPAYMT",
-) -> None:
-    await audit_access(
-        request,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        citizen=citizen,
-        level=3,
-        action=action,
-        purpose=purpose,
-        outcome=outcome,
-        detail=detail,
-    )
-
-
 # -- the counter -----------------------------------------------------------------------------
 
 
@@ -132,21 +108,12 @@ async def submit(request: Request, counter: CounterDep, session: SessionDep) -> 
             booked = await settlement.settle(session, bill, counter, reference_cache(request))
     except (BillRefused, FhirInvalid) as exc:
         code = exc.code.value if isinstance(exc, BillRefused) else ",".join(exc.reasons)
-        await _audit(
-            request,
-            counter.citizen,
-            entity_type="Claim",
-            action="C",
-            entity_id=None,
-            outcome="refused",
-            detail=f"{code}: {exc.detail}",
-        )
+        await audit_refused(request, counter.citizen, action="C", why=f"{code}: {exc.detail}")
         raise _refused(exc) if isinstance(exc, BillRefused) else exc from None
     if use == "predetermination":
-        await _audit(
+        await audit_claim(
             request,
             counter.citizen,
-            entity_type="Claim",
             action="E",
             entity_id=bill.bill_id,
             detail="pre-settlement",
@@ -157,10 +124,9 @@ async def submit(request: Request, counter: CounterDep, session: SessionDep) -> 
             )
         )
     claim = booked.claim
-    await _audit(
+    await audit_claim(
         request,
         counter.citizen,
-        entity_type="Claim",
         action="C",
         entity_id=claim.id,
         detail="replayed" if booked.replayed else "settled",
@@ -173,7 +139,7 @@ async def read_claim_response(
     claim_id: str, request: Request, counter: CounterDep, session: SessionDep
 ) -> Response:
     booked = await settlement.claims_of(session, claim_id, counter)
-    await _audit(
+    await audit_claim(
         request, counter.citizen, entity_type="ClaimResponse", action="R", entity_id=claim_id
     )
     return _fhir(_claim_response_of(booked.claim))
@@ -186,7 +152,7 @@ async def read_claim_response(
 async def eligibility(request: Request, counter: CounterDep, session: SessionDep) -> Response:
     today = datetime.now(UTC).date()
     standings = await _standings(session, counter.citizen, today)
-    await _audit(
+    await audit_claim(
         request,
         counter.citizen,
         entity_type="Coverage",
@@ -208,8 +174,8 @@ EobReader = Annotated[AccessToken, Depends(require_token("patient/ExplanationOfB
 @router.get("/Coverage", summary="My medical-insurance coverages (a searchset Bundle)")
 async def my_coverage(request: Request, token: CoverageReader, session: SessionDep) -> Response:
     rows = await _medical_enrolments(session, token.sub)
-    await _audit(
-        request, token.sub, entity_type="Coverage", action="R", entity_id=None, purpose="PATRQT"
+    await audit_claim(
+        request, token.sub, entity_type="Coverage", action="R", entity_id=None, purpose=OWN_REQUEST
     )
     return _fhir(_bundle(request, [resources.coverage(row, token.sub) for row in rows]))
 
@@ -223,13 +189,13 @@ async def my_eobs(request: Request, token: EobReader, session: SessionDep) -> Re
         .limit(100)
     )
     eobs = [_eob_of(row) for row in result]
-    await _audit(
+    await audit_claim(
         request,
         token.sub,
         entity_type="ExplanationOfBenefit",
         action="R",
         entity_id=None,
-        purpose="PATRQT",
+        purpose=OWN_REQUEST,
     )
     return _fhir(_bundle(request, eobs))
 
@@ -241,13 +207,13 @@ async def my_eob(
     row = await session.get(ClaimRow, claim_id)
     if row is None or row.citizen != token.sub:
         raise settlement.ClaimNotFound()
-    await _audit(
+    await audit_claim(
         request,
         token.sub,
         entity_type="ExplanationOfBenefit",
         action="R",
         entity_id=claim_id,
-        purpose="PATRQT",
+        purpose=OWN_REQUEST,
     )
     return _fhir(_eob_of(row))
 
