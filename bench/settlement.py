@@ -39,13 +39,10 @@ from sqlmodel import select
 from bench import BenchmarkError
 from bench.fhir_platform import platform
 from bench.machine import cpu_seconds
-from identity.clients.bootstrap import add_client
-from identity.clients.models import ClientKind
-from identity.demo import DEMO_PIN, DemoCitizen, citizen_with_card
-from identity.settings import IdentitySettings
+from bench.terminal_auth import province
+from identity.demo import DEMO_PIN
 from identity.simulators.card import VirtualCard
-from identity.simulators.terminal import VirtualTerminal, register, tap
-from services.kit.database import Database
+from identity.simulators.terminal import VirtualTerminal, tap
 from social_security.importer import generate
 from social_security.importer.cli import open_database
 from social_security.importer.run import import_file
@@ -65,52 +62,6 @@ PARALLEL_CLAIMS = 50
 IMPORT_CITIZENS, IMPORT_MONTHS = 2_000, 12
 SETTLE = "/insurance/settlements"
 LINES = (("FA01", 3, 6_000), ("FA04", 1, 2_500), ("XB02", 2, 1_500))
-
-
-async def _province(
-    base_url: str, var_dir: Path
-) -> tuple[list[str], list[VirtualTerminal], list[VirtualCard]]:
-    db = Database.for_settings(IdentitySettings())
-    try:
-        admin = await add_client(
-            db,
-            name="bench admin",
-            kind=ClientKind.ADMIN,
-            scopes=["citizen.manage", "card.manage", "terminal.manage"],
-            base_url=base_url,
-        )
-    finally:
-        await db.dispose()
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
-        token = await admin.fetch_token(http)
-        auth = {"Authorization": f"Bearer {token}"}
-        terminals = []
-        for i in range(TERMINALS):
-            registered = await register(
-                http,
-                admin_token=token,
-                facility=FACILITY,
-                purpose="hospital_counter",
-                base_url=base_url,
-                name=f"counter-{i}",
-            )
-            terminals.append(VirtualTerminal(registered.credentials))
-        citizens, cards = [], []
-        for i in range(CONCURRENCY + 1):
-            person = DemoCitizen(
-                f"bench-{i}",
-                f"测试{i}",
-                "330106",
-                date(1970 + i % 30, 1 + i % 12, 1 + i % 28),
-                200 + i,
-                f"1390000{i:04d}",
-            )
-            _name, pseudonym, _serial = await citizen_with_card(
-                http, auth, person, var_dir / "cards"
-            )
-            citizens.append(pseudonym)
-            cards.append(VirtualCard.load(var_dir / "cards" / f"{person.slug}.card"))
-    return citizens, terminals, cards
 
 
 async def _enrol(citizens: list[str]) -> None:
@@ -256,7 +207,16 @@ def run(console: Console) -> None:
         started = time.perf_counter()
         with platform(Path(tmp) / "var") as p:
             console.print(f"platform ready in {time.perf_counter() - started:.1f} s on {p.where}")
-            citizens, terminals, cards = asyncio.run(_province(p.gateway, Path(tmp)))
+            terminals, cards, citizens = asyncio.run(
+                province(
+                    p.gateway,
+                    Path(tmp),
+                    facility=FACILITY,
+                    purpose="hospital_counter",
+                    terminals=TERMINALS,
+                    cards=CONCURRENCY + 1,
+                )
+            )
             asyncio.run(_enrol(citizens))
             tokens = asyncio.run(_tokens(p.gateway, terminals, cards))
             _, _, failures = asyncio.run(_settle_many(p.gateway, tokens, WARMUP, "warm"))

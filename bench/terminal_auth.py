@@ -49,10 +49,17 @@ TARGET = 1_000.0
 UNTHROTTLED = "1000000"
 
 
-async def _province(
-    base_url: str, var_dir: Path
-) -> tuple[list[VirtualTerminal], list[VirtualCard]]:
-    """Terminals and activated cards, made through the real API like the demo province."""
+async def province(
+    base_url: str,
+    var_dir: Path,
+    *,
+    facility: str = "Bench Hospital",
+    purpose: str = "registration_desk",
+    terminals: int = TERMINALS,
+    cards: int = CARDS,
+) -> tuple[list[VirtualTerminal], list[VirtualCard], list[str]]:
+    """Terminals and activated cards (and the card holders' pseudonyms), made through the real
+    API like the demo province."""
     db = Database.for_settings(IdentitySettings())
     try:
         admin = await add_client(
@@ -64,28 +71,31 @@ async def _province(
         )
     finally:
         await db.dispose()
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
         token = await admin.fetch_token(http)
         auth = {"Authorization": f"Bearer {token}"}
-        terminals = []
-        for i in range(TERMINALS):
+        made = []
+        for i in range(terminals):
             registered = await register(
                 http,
                 admin_token=token,
-                facility="Bench Hospital",
-                purpose="registration_desk",
+                facility=facility,
+                purpose=purpose,
                 base_url=base_url,
-                name=f"desk-{i}",
+                name=f"{purpose}-{i}",
             )
-            terminals.append(VirtualTerminal(registered.credentials))
-        cards = []
-        for i in range(CARDS):
+            made.append(VirtualTerminal(registered.credentials))
+        holders, pseudonyms = [], []
+        for i in range(cards):
             person = DemoCitizen(
                 f"bench-{i}", f"测试{i}", "330106", _birth(i), 100 + i, f"1380000{i:04d}"
             )
-            await citizen_with_card(http, auth, person, var_dir / "bench-cards")
-            cards.append(VirtualCard.load(var_dir / "bench-cards" / f"{person.slug}.card"))
-    return terminals, cards
+            _name, pseudonym, _serial = await citizen_with_card(
+                http, auth, person, var_dir / "bench-cards"
+            )
+            holders.append(VirtualCard.load(var_dir / "bench-cards" / f"{person.slug}.card"))
+            pseudonyms.append(pseudonym)
+    return made, holders, pseudonyms
 
 
 def _birth(i: int) -> date:
@@ -152,7 +162,7 @@ def run(console: Console) -> None:
         try:
             os.environ.update(launcher.environment())
             base_url = launcher.children["gateway"].url
-            terminals, cards = asyncio.run(_province(base_url, var_dir))
+            terminals, cards, _ = asyncio.run(province(base_url, var_dir))
             asyncio.run(_tap_many(base_url, terminals, cards, WARMUP_FLOWS))
             pids = {name: c.process.pid for name, c in launcher.children.items() if c.process}
             cpu_before = {n: cpu_seconds(p) or 0.0 for n, p in pids.items()}
