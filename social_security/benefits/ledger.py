@@ -127,6 +127,46 @@ async def debit(
     return await _post_one(session, movement, at)
 
 
+async def debit_locked(
+    session: AsyncSession,
+    account: AccountRow,
+    *,
+    amount_fen: int,
+    reason: str,
+    reference: str,
+    at: datetime,
+) -> None:
+    """Take ``amount_fen`` (> 0) from an account the caller locked in this transaction
+    (``SELECT ... FOR UPDATE``, as a settlement does before it reads the balance), under a
+    reference new by construction (``claim:<new claim id>``).
+
+    The settlement's path: :func:`debit` would lock the account again and look the reference
+    up, three statements the caller already did or cannot need; ``uq_account_entries_reference``
+    still refuses a reference posted twice, and :class:`InsufficientBalance` still refuses a
+    debit larger than the balance, before anything is written."""
+    if amount_fen <= 0:
+        raise LedgerError("a debit is a positive number of fen")
+    movement = Movement(account.citizen, AccountKind(account.kind), -amount_fen, reason, reference)
+    after = account.balance_fen - amount_fen
+    if after < 0:
+        raise InsufficientBalance(
+            kind=account.kind, balance_fen=account.balance_fen, amount_fen=amount_fen
+        )
+    account.balance_fen = after
+    session.add(account)
+    await session.exec(
+        insert(AccountEntryRow).values(
+            citizen=movement.citizen,
+            kind=movement.kind.value,
+            at=at,
+            amount_fen=movement.amount_fen,
+            balance_after_fen=after,
+            reason=movement.reason,
+            reference=movement.reference,
+        )
+    )
+
+
 async def balance(session: AsyncSession, *, citizen: str, kind: AccountKind) -> int:
     """The account's balance in fen (0 when it was never opened); no lock taken."""
     result = await session.exec(

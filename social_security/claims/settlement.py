@@ -186,10 +186,11 @@ async def settle(
     session.add(claim)
     _apply(totals, adjudication.after)
     if adjudication.personal_account_fen:
-        await ledger.debit(
+        if account is None:  # adjudicated against a balance of 0: nothing to pay from
+            raise RuntimeError("a personal-account payment without an account")
+        await ledger.debit_locked(
             session,
-            citizen=bill.citizen,
-            kind=AccountKind.MEDICAL,
+            account,
             amount_fen=adjudication.personal_account_fen,
             reason="settlement",
             reference=f"claim:{claim.id}",

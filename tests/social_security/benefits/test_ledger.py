@@ -150,3 +150,31 @@ async def test_twenty_parallel_debits_never_overdraw(
     assert await ledger.balance(ss_session, citizen="cz_p", kind=MEDICAL) == 0
     entries = await _entries(ss_session, "cz_p")
     assert [e.balance_after_fen for e in entries] == [7_000 - 700 * i for i in range(11)]
+
+
+async def test_a_debit_of_a_locked_account_moves_money_once_and_never_below_zero(
+    ss_session: AsyncSession,
+) -> None:
+    """The settlement's path: the account locked by the caller, the reference new."""
+    from social_security.models import AccountRow
+
+    at = datetime(2026, 3, 1, 8, tzinfo=UTC)
+    await ledger.credit(
+        ss_session, citizen="cz_l", kind=MEDICAL, amount_fen=1_000, reason="seed", reference="s"
+    )
+    account = await ss_session.get(AccountRow, ("cz_l", MEDICAL.value))
+    assert account is not None
+    with pytest.raises(InsufficientBalance):
+        await ledger.debit_locked(
+            ss_session, account, amount_fen=1_001, reason="settlement", reference="claim:a", at=at
+        )
+    await ledger.debit_locked(
+        ss_session, account, amount_fen=400, reason="settlement", reference="claim:a", at=at
+    )
+    await ss_session.commit()
+    assert await ledger.balance(ss_session, citizen="cz_l", kind=MEDICAL) == 600
+    entries = await _entries(ss_session, "cz_l")
+    assert [(e.reference, e.amount_fen, e.balance_after_fen) for e in entries] == [
+        ("s", 1_000, 1_000),
+        ("claim:a", -400, 600),
+    ]

@@ -267,7 +267,7 @@ async def test_a_failure_inside_settlement_books_nothing_and_a_retry_settles_onc
         raise ConnectionResetError("the database went away")
 
     with monkeypatch.context() as patched:
-        patched.setattr(ledger, "debit", crash)
+        patched.setattr(ledger, "debit_locked", crash)
         crashed = await ss.post(SETTLE, json=body, headers=counter_auth(ZHANG))
     assert crashed.status_code == 500  # the unit of work rolled back
     assert await _booked(ss_session) == (0, 0, 0)
