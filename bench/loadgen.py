@@ -101,6 +101,9 @@ class _Connection(asyncio.Protocol):
         self.sent_at = 0
         self.in_flight = False
         self.open = False
+        # The body of the last answer with status >= 400, for the error report (copied only
+        # then: the hot path of a successful answer does not pay for it).
+        self.error_body = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -111,7 +114,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.in_flight = True
         self.sent_at = time.perf_counter_ns()
-        self.transport.write(self.pool.request)
+        self.transport.write(self.pool.next_request(self))
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -138,6 +141,8 @@ class _Connection(asyncio.Protocol):
         if len(self.buffer) < total:
             return  # the rest of the body is still on its way
         elapsed = time.perf_counter_ns() - self.sent_at
+        if status >= 400:
+            self.error_body = bytes(self.buffer[end + len(_HEAD_END) : total])
         del self.buffer[:total]
         self.in_flight = False
         if head.find(_CONNECTION_CLOSE) >= 0:
@@ -221,6 +226,10 @@ class ConnectionPool:
         return result
 
     # Called from the connections' callbacks, i.e. on the hot path: keep it short.
+    def next_request(self, connection: _Connection) -> bytes:
+        """The bytes ``connection`` sends next: the target's one request (subclasses vary it)."""
+        return self.request
+
     def completed(self, connection: _Connection, status: int, elapsed_ns: int) -> None:
         result = self._result
         result.requests += 1
