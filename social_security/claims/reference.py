@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
+from sqlalchemy import bindparam
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -50,23 +51,46 @@ async def provider(session: AsyncSession, facility: str) -> Provider:
     return Provider(facility=row.facility, level=row.level, kind=row.kind)
 
 
-def covers(row: EnrolmentRow, on: date) -> bool:
-    return row.start_date <= on and (row.end_date is None or on <= row.end_date)
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """A medical-insurance enrolment, as a settlement needs it."""
+
+    scheme: str
+    start_date: date
+    end_date: date | None
+    status: str
+    assistance: str | None
+
+    def covers(self, on: date) -> bool:
+        return self.start_date <= on and (self.end_date is None or on <= self.end_date)
 
 
-async def medical_enrolment(session: AsyncSession, citizen: str, on: date) -> EnrolmentRow:
+# Built once: every settlement asks it twice (pre-settlement and settlement), and building and
+# compiling the ORM statement per call cost more than PostgreSQL's answer. Plain columns, no
+# ORM objects: nothing here is written back.
+_MEDICAL_ENROLMENTS = (
+    select(  # type: ignore[call-overload]
+        EnrolmentRow.scheme,
+        EnrolmentRow.start_date,
+        EnrolmentRow.end_date,
+        EnrolmentRow.status,
+        EnrolmentRow.assistance,
+    )
+    .where(EnrolmentRow.citizen == bindparam("citizen"))
+    .where(EnrolmentRow.scheme.in_([s.value for s in MEDICAL_SCHEMES]))  # type: ignore[attr-defined]
+    .order_by(EnrolmentRow.start_date.desc())  # type: ignore[attr-defined]
+)
+
+
+async def medical_enrolment(session: AsyncSession, citizen: str, on: date) -> Enrolment:
     """The citizen's active medical-insurance enrolment covering ``on``, or a refusal that says
     which condition failed (never enrolled, suspended, or not covered on that date)."""
-    result = await session.exec(
-        select(EnrolmentRow)
-        .where(EnrolmentRow.citizen == citizen)
-        .where(EnrolmentRow.scheme.in_([s.value for s in MEDICAL_SCHEMES]))  # type: ignore[attr-defined]
-        .order_by(EnrolmentRow.start_date.desc())  # type: ignore[attr-defined]
-    )
-    rows = list(result)
+    connection = await session.connection()
+    result = await connection.execute(_MEDICAL_ENROLMENTS, {"citizen": citizen})
+    rows = [Enrolment(*row) for row in result]
     if not rows:
         raise BillRefused(Reason.NOT_ENROLLED, "the citizen is not enrolled in medical insurance")
-    covering = [row for row in rows if covers(row, on)]
+    covering = [row for row in rows if row.covers(on)]
     if not covering:
         raise BillRefused(
             Reason.OUTSIDE_COVERAGE,
@@ -78,8 +102,7 @@ async def medical_enrolment(session: AsyncSession, citizen: str, on: date) -> En
             Reason.ENROLMENT_SUSPENDED,
             f"the citizen's enrolment is {covering[0].status}, not active",
         )
-    chosen: EnrolmentRow = active[0]
-    return chosen
+    return active[0]
 
 
 async def rules_for(session: AsyncSession, scheme: str, on: date) -> Rules:

@@ -262,25 +262,31 @@ async def refund(
 
 
 async def _lock_year(session: AsyncSession, citizen: str, scheme: str, year: int) -> YearTotalRow:
-    """The citizen's accumulators for the scheme and year, created if new, locked till commit."""
+    """The citizen's accumulators for the scheme and year, created if new, locked till commit.
+
+    One statement: ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``. On PostgreSQL the
+    conflict's no-op update locks the existing row as ``SELECT ... FOR UPDATE`` would, and a
+    concurrent settlement's upsert of the same row waits for this transaction; on SQLite the
+    statement is the transaction's first write, which takes the database's write lock."""
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     zeros = {f.name: 0 for f in fields(YearToDate)}
-    connection = await session.connection()
-    await connection.execute(
+    table = YearTotalRow.__table__  # type: ignore[attr-defined]
+    upsert = (
         insert(YearTotalRow)
         .values(citizen=citizen, scheme=scheme, year=year, **zeros)
-        .on_conflict_do_nothing()
+        .on_conflict_do_update(
+            index_elements=["citizen", "scheme", "year"],
+            # A no-op on a non-key column: enough to lock the row, and the key's lock level
+            # stays FOR NO KEY UPDATE.
+            set_={"deductible_used_fen": table.c.deductible_used_fen},
+        )
+        .returning(YearTotalRow)
     )
-    result = await session.exec(
-        select(YearTotalRow)
-        .where(YearTotalRow.citizen == citizen)
-        .where(YearTotalRow.scheme == scheme)
-        .where(YearTotalRow.year == year)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    row: YearTotalRow = result.one()
+    # An ORM upsert: the row comes back as the session's YearTotalRow, refreshed (the
+    # accumulators as just locked, not a copy this session loaded earlier).
+    result = await session.exec(upsert, execution_options={"populate_existing": True})
+    row: YearTotalRow = result.scalars().one()
     return row
 
 
