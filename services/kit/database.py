@@ -30,7 +30,7 @@ class Database:
         self,
         url: str,
         *,
-        pool_size: int = 10,
+        pool_size: int = 16,
         schema: str | None = None,
         server_settings: Mapping[str, str] | None = None,
     ) -> None:
@@ -46,7 +46,13 @@ class Database:
             # SQLite allows one writer; the busy timeout queues writers instead of failing them.
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            # At most 20 connections per service, so that the five services stay within
+            # PostgreSQL's default max_connections (100). 16 of them stay open: the benchmarks'
+            # concurrency is served from the pool, where an overflow connection is closed on its
+            # return and the next one opened again (a forked PostgreSQL backend each time).
+            kwargs.update(
+                pool_size=pool_size, max_overflow=max(0, 20 - pool_size), pool_recycle=1800
+            )
             if self.schema and not _SCHEMA_NAME.fullmatch(self.schema):
                 raise ValueError(f"schema name {self.schema!r} is not a plain identifier")
             if self.schema or self.server_settings:
