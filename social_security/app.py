@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from services.kit.app import create_service_app
 from services.kit.errors import register_renderer
+from social_security.benefits.routes import identity_client
 from social_security.benefits.routes import router as benefits_router
 from social_security.claims.routes import router as settlement_router
 from social_security.fhir.outcome import render_operation_outcome
@@ -22,13 +23,21 @@ from social_security.reference_data import install_defaults
 from social_security.settings import SocialSecuritySettings
 
 
-async def _on_startup(app: FastAPI) -> None:
-    await install_defaults(app.state.runtime.db)
+async def _on_shutdown(app: FastAPI) -> None:
+    http = getattr(app.state, "identity_http", None)
+    if http is not None:
+        await http.aclose()
 
 
 def create_app(settings: SocialSecuritySettings | None = None) -> FastAPI:
+    settings = settings or SocialSecuritySettings()
+
+    async def on_startup(app: FastAPI) -> None:
+        await install_defaults(app.state.runtime.db)
+        app.state.identity_http = identity_client(settings)
+
     app = create_service_app(
-        settings=settings or SocialSecuritySettings(),
+        settings=settings,
         title="onecard social security",
         description=(
             "Medical insurance: one-stop settlement at the hospital counter with the card "
@@ -37,7 +46,8 @@ def create_app(settings: SocialSecuritySettings | None = None) -> FastAPI:
         ),
         migrations_dir=Path(__file__).parent / "migrations",
         routers=[settlement_router, fhir_router, benefits_router],
-        on_startup=_on_startup,
+        on_startup=on_startup,
+        on_shutdown=_on_shutdown,
         public_prefix="/social-security",
         token_audience=("/insurance", "/social-security"),
     )

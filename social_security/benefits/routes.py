@@ -18,7 +18,6 @@ import httpx
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from services.kit.app import app_runtime
 from services.kit.audit import audit_access
 from services.kit.auth import CurrentToken, require_token
 from services.kit.context import REQUEST_ID_HEADER, current_request_id
@@ -264,11 +263,19 @@ class _IdentityCard(BaseModel):
 _IDENTITY_CARDS = TypeAdapter(list[_IdentityCard])
 
 
-def _identity_url(request: Request) -> str:
-    settings = app_runtime(request).settings
-    if not isinstance(settings, SocialSecuritySettings):
-        raise RuntimeError("the benefits routes need SocialSecuritySettings")
-    return settings.identity_url
+def identity_client(settings: SocialSecuritySettings) -> httpx.AsyncClient:
+    """The app's one client for the identity service (made at start-up, closed at shutdown:
+    a client per lookup would pay a new connection and TLS context every time)."""
+    return httpx.AsyncClient(
+        base_url=settings.identity_url, timeout=IDENTITY_TIMEOUT, trust_env=False
+    )
+
+
+def _identity(request: Request) -> httpx.AsyncClient:
+    http: httpx.AsyncClient | None = getattr(request.app.state, "identity_http", None)
+    if http is None:
+        raise RuntimeError("social_security.app did not make the identity client")
+    return http
 
 
 async def _cards_from_identity(request: Request) -> list[_IdentityCard]:
@@ -285,10 +292,7 @@ async def _cards_from_identity(request: Request) -> list[_IdentityCard]:
         headers={"Retry-After": "2"},
     )
     try:
-        async with httpx.AsyncClient(
-            base_url=_identity_url(request), timeout=IDENTITY_TIMEOUT
-        ) as http:
-            response = await http.get(IDENTITY_CARDS_PATH, headers=headers)
+        response = await _identity(request).get(IDENTITY_CARDS_PATH, headers=headers)
     except (httpx.HTTPError, OSError):
         raise unreachable from None
     if response.status_code in (401, 403):
