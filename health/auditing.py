@@ -9,7 +9,7 @@ answer is a 503 (services.kit.audit); for a write, before its transaction commit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -37,14 +37,20 @@ async def record_accesses(
     *,
     action: str | None = None,
     detail: str | None = None,
+    citizens: Mapping[str, str] | None = None,
 ) -> None:
-    """Audit ``touched`` (grouped by patient and purpose) before the response leaves."""
+    """Audit ``touched`` (grouped by patient and purpose) before the response leaves.
+
+    ``citizens`` maps the touched patients to their citizens when the caller read them with
+    the records already (a patient it leaves out is linked to no citizen); by default they
+    are looked up here."""
     groups: dict[tuple[str | None, str | None], list[Touched]] = {}
     for item in touched:
         groups.setdefault((item.patient_key, item.purpose), []).append(item)
     if not groups:
         return
-    citizens = await citizens_of(session, {key for key, _ in groups if key is not None})
+    if citizens is None:
+        citizens = await citizens_of(session, {key for key, _ in groups if key is not None})
     entries = []
     for (patient_key, purpose), items in groups.items():
         types = sorted({t.resource_type for t in items})

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy import false
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -88,6 +89,15 @@ async def permission(
     )
 
 
+_RESOURCES = ResourceRow.__table__  # type: ignore[attr-defined]
+# Built once: every search of a hospital runs it, and building it cost more CPU than running it.
+_CURRENT_CONSENTS = select(_RESOURCES.c.patient_key, _RESOURCES.c.content).where(
+    _RESOURCES.c.resource_type == "Consent",
+    _RESOURCES.c.deleted == false(),
+    _RESOURCES.c.patient_key.is_not(None),
+)
+
+
 async def consenting_patients(
     session: AsyncSession, *, client_id: str, now: datetime | None = None
 ) -> set[str]:
@@ -96,15 +106,8 @@ async def consenting_patients(
     Reads every current Consent: fine for a province's first years of consents; a consent
     index by actor is the next step when they number in the millions.
     """
-    rows = (
-        await session.exec(
-            select(ResourceRow.patient_key, ResourceRow.content).where(
-                col(ResourceRow.resource_type) == "Consent",
-                col(ResourceRow.deleted).is_(False),
-                col(ResourceRow.patient_key).is_not(None),
-            )
-        )
-    ).all()
+    connection = await session.connection()
+    rows = await connection.execute(_CURRENT_CONSENTS)
     by_patient: dict[str, list[dict[str, Any]]] = {}
     for patient_key, content in rows:
         if patient_key is not None and client_id in content:  # cheap pre-filter

@@ -67,10 +67,13 @@ async def restriction(session: SessionDep, token: Token) -> Restriction | None:
     reader = await access.reader_of(session, token)
     if reader.institution:
         consented, glass = await access.readable_patients(session, reader)
-        keys = sorted(consented | glass)
+        keys = sorted(consented)
         client_id = token.client_id
         return lambda r: or_(
-            r.c.author == client_id, r.c.patient_key.is_(None), r.c.patient_key.in_(keys)
+            r.c.author == client_id,
+            r.c.patient_key.is_(None),
+            r.c.patient_key.in_(keys),
+            r.c.patient_key.in_(glass),
         )
     own = sorted(reader.patients)
     return lambda r: or_(r.c.patient_key.is_(None), r.c.patient_key.in_(own))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, literal, tuple_, update
+from sqlalchemy import Row, and_, bindparam, false, func, insert, literal, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -49,14 +49,53 @@ def advisory_key(key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+_RESOURCES = ResourceRow.__table__  # type: ignore[attr-defined]
+# Built once: every read by id runs it, and building a statement (and loading an ORM object
+# from its row) cost more CPU than running it. A Core row reads like the model (row.deleted).
+_CURRENT = select(*_RESOURCES.c).where(
+    _RESOURCES.c.resource_type == bindparam("resource_type"),
+    _RESOURCES.c.id == bindparam("resource_id"),
+)
+
+
 async def current(
     session: AsyncSession, *, resource_type: str, resource_id: str
-) -> ResourceRow | None:
-    """The current version of a resource (deleted or not), read fresh from the database."""
-    result = await session.exec(
-        select(ResourceRow)
-        .where(col(ResourceRow.resource_type) == resource_type, col(ResourceRow.id) == resource_id)
-        .execution_options(populate_existing=True)
+) -> Row[Any] | None:
+    """The current version of a resource (deleted or not), read fresh from the database
+    (a Core row: never an identity-map copy from earlier in the session)."""
+    connection = await session.connection()
+    result = await connection.execute(
+        _CURRENT, {"resource_type": resource_type, "resource_id": resource_id}
+    )
+    return result.first()
+
+
+_PATIENT = _RESOURCES.alias("patient")
+# The current row and, beside it as ``patient_content``, the current (undeleted) Patient whose
+# compartment it is in: a read by id is audited under that Patient's citizen, and asking for
+# both at once saves the read a second round trip to the database.
+_CURRENT_WITH_PATIENT = _CURRENT.add_columns(
+    _PATIENT.c.content.label("patient_content")
+).select_from(
+    _RESOURCES.outerjoin(
+        _PATIENT,
+        and_(
+            _PATIENT.c.resource_type == "Patient",
+            _PATIENT.c.id == _RESOURCES.c.patient_key,
+            _PATIENT.c.deleted == false(),
+        ),
+    )
+)
+
+
+async def current_with_patient(
+    session: AsyncSession, *, resource_type: str, resource_id: str
+) -> Row[Any] | None:
+    """:func:`current`, with the content of its Patient (None: in no patient's compartment,
+    or that Patient is not stored, or deleted)."""
+    connection = await session.connection()
+    result = await connection.execute(
+        _CURRENT_WITH_PATIENT, {"resource_type": resource_type, "resource_id": resource_id}
     )
     return result.first()
 

@@ -8,6 +8,7 @@ Every answer is ``application/fhir+json``; writes answer with ``Location``, ``ET
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -340,23 +341,28 @@ async def read(
 ) -> Response:
     check_type(resource_type)
     access.check_read(token, resource_type)
-    version = await service.read(
+    version, citizens = await service.read_with_citizen(
         session=session, resource_type=resource_type, resource_id=resource_id
     )
-    await _audit_read(request, session, token, version)
+    await _audit_read(request, session, token, version, citizens=citizens)
     return _read_answer(request, version)
 
 
 async def _audit_read(
-    request: Request, session: SessionDep, token: AccessToken, version: Version
+    request: Request,
+    session: SessionDep,
+    token: AccessToken,
+    version: Version,
+    *,
+    citizens: Mapping[str, str] | None = None,
 ) -> None:
     """Whose record it is decides who may read it; the read is in the ledger before the
-    answer leaves."""
+    answer leaves (``citizens``: see ``record_accesses``)."""
     reader = await access.reader_of(session, token)
     level = access.record_level(policy_of(request), version)
     purpose = await access.check_may_read(session, reader, version, level=level)
     touched = Touched(version.resource_type, version.id, version.patient_key, level, purpose)
-    await record_accesses(request, session, [touched], action="R")
+    await record_accesses(request, session, [touched], action="R", citizens=citizens)
 
 
 async def _audit_write(

@@ -16,8 +16,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
+from sqlalchemy import Row
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from health.citizens import citizen_in
 from health.fhir.outcome import Issue, fhir_problem
 from health.fhir.validation import check_id, validate_resource
 from health.search.query import find_ids
@@ -94,6 +96,28 @@ async def current_or_none(
 async def read(*, session: AsyncSession, resource_type: str, resource_id: str) -> Version:
     """The current version; 404 if never known, 410 if deleted (http.html#read)."""
     row = await repository.current(session, resource_type=resource_type, resource_id=resource_id)
+    return Version.of(_readable(row, resource_type, resource_id))
+
+
+async def read_with_citizen(
+    *, session: AsyncSession, resource_type: str, resource_id: str
+) -> tuple[Version, dict[str, str]]:
+    """:func:`read`, with the citizen whose record it is as ``citizens_of`` would answer for
+    its patient (empty when it is no patient's, or the patient is linked to no citizen), for
+    the read's audit entry: one statement instead of a read and then a lookup of the patient."""
+    found = await repository.current_with_patient(
+        session, resource_type=resource_type, resource_id=resource_id
+    )
+    row = _readable(found, resource_type, resource_id)
+    version = Version.of(row)
+    citizen = citizen_in(row.patient_content) if row.patient_content else None
+    if version.patient_key is None or citizen is None:
+        return version, {}
+    return version, {version.patient_key: citizen}
+
+
+def _readable(row: Row[Any] | None, resource_type: str, resource_id: str) -> Row[Any]:
+    """``row`` if it is a readable current version; 404 if none, 410 if a deletion."""
     if row is None:
         raise Problem(404, f"{resource_type}/{resource_id} is not known")
     if row.deleted:
@@ -103,7 +127,7 @@ async def read(*, session: AsyncSession, resource_type: str, resource_id: str) -
             f"{resource_type}/{resource_id} was deleted (version {row.version_id})",
             headers={"ETag": version.etag, "Last-Modified": version.last_modified},
         )
-    return Version.of(row)
+    return row
 
 
 async def vread(

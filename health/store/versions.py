@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,7 +40,7 @@ class Version:
     author: str | None = None
 
     @classmethod
-    def of(cls, row: ResourceRow | ResourceVersionRow) -> Version:
+    def of(cls, row: ResourceRow | ResourceVersionRow | Row[Any]) -> Version:
         return cls(
             row.resource_type,
             row.id,
