@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -40,8 +40,8 @@ class Database:
         # PostgreSQL run-time parameters for every connection (``SET`` at connect).
         self.server_settings = dict(server_settings or {}) if not self.is_sqlite else {}
         # hide_parameters: a failing statement's bound values (names, phone numbers) must not
-        # reach logs or exception messages.
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite, "hide_parameters": True}
+        # reach logs or exception messages. No pool_pre_ping: see _discard_closed.
+        kwargs: dict[str, Any] = {"hide_parameters": True}
         if self.is_sqlite:
             # SQLite allows one writer; the busy timeout queues writers instead of failing them.
             kwargs["connect_args"] = {"timeout": 30}
@@ -60,6 +60,8 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            event.listen(self.engine.sync_engine, "checkout", _discard_closed)
         self.sessionmaker = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
@@ -122,6 +124,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _discard_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Pessimistic disconnect handling without a round trip (SQLAlchemy "Dealing with
+    Disconnects", custom checkout handler): a pooled connection the server has closed is
+    replaced before the request gets it.
+
+    SQLAlchemy's ``pool_pre_ping`` on asyncpg costs three round trips per checkout (BEGIN,
+    ``;``, ROLLBACK), as many as a read by id itself. When PostgreSQL restarts or ends a
+    backend it sends a FATAL message and closes the socket; the event loop hands that to
+    asyncpg's protocol while the connection sits in the pool, and ``is_closed()`` tells. (A
+    silent network partition would hang a ping as well, until its timeout.)
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    is_closed = getattr(driver, "is_closed", None)
+    if is_closed is not None and is_closed():
+        # The pool discards this connection and checks out another (up to three times).
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

@@ -59,3 +59,26 @@ async def test_the_request_session_commits_on_success_and_rolls_back_on_error(
         async with db.engine.begin() as conn:
             await conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
         await db.dispose()
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("backend", ["servers"], indirect=True)
+async def test_a_pooled_connection_the_server_ended_is_replaced_before_use(
+    backend: Backend,
+) -> None:
+    """PostgreSQL restarting (or an administrator ending a backend) while a connection idles
+    in the pool: the next request gets a fresh connection, not an error."""
+    db, admin = Database(to_async_url(POSTGRES_URL)), Database(to_async_url(POSTGRES_URL))
+    try:
+        async with db.engine.connect() as conn:
+            first = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with admin.engine.connect() as other:
+            await other.execute(text(f"SELECT pg_terminate_backend({first})"))
+            await other.commit()
+        await asyncio.sleep(0.2)  # the FATAL message and the close reach the idle connection
+        async with db.unit_of_work() as session:
+            result = await session.exec(text("SELECT pg_backend_pid()"))  # type: ignore[call-overload]
+            second = result.scalar_one()
+        assert second != first
+    finally:
+        await asyncio.gather(db.dispose(), admin.dispose())
