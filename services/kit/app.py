@@ -8,6 +8,7 @@ JSON logs, problem+json errors, and at start-up its own database created and mig
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -50,6 +51,19 @@ class Runtime:
     settings: ServiceSettings
     db: Database | None
     redis: kit_redis.RedisConnection
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up built (modules, models, SearchParameter tables, ...) out of the
+    garbage collector's full passes for the life of the process (Python's ``gc.freeze``).
+
+    A full pass walks every tracked object: about 100 ms with the FHIR models loaded, a pause
+    for every request in flight, and the p99 of a search at concurrency 8 was that pause.
+    Objects made later are collected as before. For ``onecard serve`` (one app per process)
+    only: tests build many apps in one process, and frozen cycles are never freed.
+    """
+    gc.collect()  # what start-up already dropped is freed, not frozen
+    gc.freeze()
 
 
 def create_service_app(
@@ -126,6 +140,8 @@ def create_service_app(
                 auth.install(app, verifier, Revocations(redis, leeway=settings.token_leeway))
             if watcher is not None:
                 watcher.start()
+            if getattr(app.state, "freeze_startup_heap", False):
+                freeze_startup_heap()
             log.info("service started", extra={"redis": redis.display_url})
             yield
         finally:

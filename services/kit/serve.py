@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
+from uvicorn.importer import import_from_string
 
 from services.kit import logging as kit_logging
 from services.kit.topology import by_name
@@ -12,8 +15,15 @@ def serve(name: str, *, host: str, port: int, log_level: str = "INFO") -> None:
     spec = by_name(name)
     # Configure JSON logging before uvicorn prints its first line.
     kit_logging.configure(name, log_level)
+
+    def factory() -> Any:
+        app = import_from_string(spec.factory)()
+        # One app for the life of this process: its start-up heap can be frozen.
+        app.state.freeze_startup_heap = True
+        return app
+
     uvicorn.run(
-        spec.factory,
+        factory,
         factory=True,
         host=host,
         port=port,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -95,3 +96,20 @@ async def test_metrics_count_requests_by_route_template(
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     assert 'onecard_http_requests_total{method="GET",route="/audit/healthz"' in metrics.text
+
+
+async def test_a_served_app_keeps_its_start_up_heap_out_of_full_collections(
+    make_settings: Callable[..., Any],
+) -> None:
+    """``onecard serve`` marks its one app: once started, what start-up built is frozen (a full
+    collection no longer walks it); an app built in a test process is not marked."""
+    plain = create_audit(make_settings(AuditSettings))
+    served = create_audit(make_settings(AuditSettings))
+    served.state.freeze_startup_heap = True
+    try:
+        async with serve_asgi(plain):
+            assert gc.get_freeze_count() == 0
+        async with serve_asgi(served):
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
