@@ -52,6 +52,10 @@ class Context:
     base_url: str | None = None
     restrict: Restriction | None = None
     may_search: Callable[[str], bool] | None = None
+    # (resource type, Patient id) when the search of that type is pinned to one patient
+    # (health.search.pinning): its token and date conditions then read only that patient's
+    # index rows. Never applied inside a chain or _has (another alias, another type).
+    pinned: tuple[str, str] | None = None
 
     def check_search(self, key: str, resource_type: str) -> None:
         """403 when a chain or _has would filter on a type the caller may not search: the
@@ -426,6 +430,14 @@ def _indexed_condition(
     ]
     if not alternatives:
         return None
+    patient = _pinned_patient(context, resource_type, r)
+    if patient is not None and param.type in _PATIENT_INDEXED and modifier != "not":
+        # Every match is in this patient's compartment: the patient's rows of the parameter,
+        # found by ix_<table>_patient (migration 0006), not a probe per resource.
+        of_patient = _in_index(
+            t, resource_type, param.name, and_(t.c.patient_key == patient, or_(*alternatives))
+        )
+        return r.c.id.in_(of_patient)  # type: ignore[no-any-return]
     if probe and modifier != "not":
         return exists().where(
             t.c.resource_type == r.c.resource_type,
@@ -441,6 +453,17 @@ def _indexed_condition(
         # those with no value at all.
         return r.c.id.not_in(subquery)  # type: ignore[no-any-return]
     return r.c.id.in_(subquery)  # type: ignore[no-any-return]
+
+
+# The index tables with a patient-scoped index (health/search/models.py, migration 0006).
+_PATIENT_INDEXED = frozenset({"token", "date"})
+
+
+def _pinned_patient(context: Context, resource_type: str, r: Any) -> str | None:
+    """The Patient the search of ``resource_type`` is pinned to, at the top level only."""
+    if context.pinned is None or r is not RESOURCES or context.pinned[0] != resource_type:
+        return None
+    return context.pinned[1]
 
 
 def _value_condition(

@@ -36,7 +36,12 @@ def bytewise(length: int) -> TypeEngine[str]:
     return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
-def _index_table(name: str, *columns: Column[object], value_index: tuple[str, ...]) -> Table:
+def _index_table(
+    name: str,
+    *columns: Column[object],
+    value_index: tuple[str, ...],
+    patient_index: tuple[str, ...] | None = None,
+) -> Table:
     table = Table(
         name,
         METADATA,
@@ -48,6 +53,16 @@ def _index_table(name: str, *columns: Column[object], value_index: tuple[str, ..
     )
     Index(f"ix_{name}_value", table.c.resource_type, table.c.param, *value_index)
     Index(f"ix_{name}_resource", table.c.resource_type, table.c.resource_id, table.c.param)
+    if patient_index is not None:
+        # A search pinned to one patient (health.search.pinning) finds that patient's rows of
+        # a parameter directly (migration 0006).
+        Index(
+            f"ix_{name}_patient",
+            table.c.patient_key,
+            table.c.resource_type,
+            table.c.param,
+            *patient_index,
+        )
     return table
 
 
@@ -68,6 +83,7 @@ token_index = _index_table(
     Column("code", bytewise(CODE_MAX), nullable=True),
     Column("text", bytewise(TEXT_MAX), nullable=True),
     value_index=("code", "system"),
+    patient_index=("code",),
 )
 
 # Dates: the instants the value's precision covers, both inclusive (search.html#date):
@@ -78,6 +94,7 @@ date_index = _index_table(
     Column("start", UtcDateTime, nullable=False),
     Column("end", UtcDateTime, nullable=False),
     value_index=("start", "end"),
+    patient_index=("start",),
 )
 
 # References: a local target as type and id; anything else (absolute URLs, canonicals) by

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +47,7 @@ from health.search.clauses import (
 from health.search.cursor import decode_cursor
 from health.search.definitions import definitions
 from health.search.models import TABLES, reference_index
+from health.search.pinning import pinned_patient
 from services.kit.errors import Problem
 
 DEFAULT_COUNT = 20
@@ -195,10 +196,12 @@ def parse(
         filters.append((key, value))
         spec.echo.append((key, value))
     for resource_type in resource_types:
+        patient = pinned_patient(resource_type, filters)
+        of_type = context if patient is None else replace(context, pinned=(resource_type, patient))
         # The most selective condition drives the query; the others are probed per candidate.
         ordered = sorted(filters, key=lambda kv: selectivity(resource_type, kv[0]))
         for position, (key, value) in enumerate(ordered):
-            condition = parameter_condition(resource_type, key, value, context, probe=position > 0)
+            condition = parameter_condition(resource_type, key, value, of_type, probe=position > 0)
             if condition is not None:
                 spec.conditions[resource_type].append(condition)
     return spec
