@@ -13,8 +13,8 @@ from fastapi import Request
 from starlette.responses import Response
 
 from services.kit.errors import Problem
+from services.kit.fhir_outcome import FHIR_JSON
 
-FHIR_JSON = "application/fhir+json"
 JSON_PATCH = "application/json-patch+json"
 
 # FHIR R4 http.html#mime-type: "json", and the JSON mime types (with the DSTU2 one still seen).
