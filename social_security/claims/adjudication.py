@@ -319,12 +319,9 @@ def _pooling(
     elif in_scope and deductible_fen:
         reasons.append(Reason.DEDUCTIBLE_MET)
     by_ratio = _share_down(in_scope - deductible, ratio_bp)
-    cap_left = max(0, cap_left)
-    pooled = min(by_ratio, cap_left)
-    if pooled:
-        reasons.append(Reason.POOLED_RATIO)
-    if by_ratio > cap_left:
-        reasons.append(Reason.POOLED_CAP_REACHED)
+    pooled = _up_to(
+        by_ratio, max(0, cap_left), reasons, Reason.POOLED_RATIO, Reason.POOLED_CAP_REACHED
+    )
     return _Pooling(deductible=deductible, pooled=pooled)
 
 
@@ -359,12 +356,7 @@ def _critical(
         - _banded_bp(terms, base_before) // BASIS_POINTS
     )
     cap_left = max(0, terms.annual_cap_fen - before.critical_paid_fen)
-    critical = min(due, cap_left)
-    if critical:
-        reasons.append(Reason.CRITICAL_BAND)
-    if due > cap_left:
-        reasons.append(Reason.CRITICAL_CAP_REACHED)
-    return critical
+    return _up_to(due, cap_left, reasons, Reason.CRITICAL_BAND, Reason.CRITICAL_CAP_REACHED)
 
 
 def _assistance(
@@ -382,12 +374,7 @@ def _assistance(
         return 0
     due = _share_down(self_pay_left, terms.ratio_bp)
     cap_left = max(0, terms.annual_cap_fen - before.assistance_paid_fen)
-    helped = min(due, cap_left)
-    if helped:
-        reasons.append(Reason.ASSISTANCE)
-    if due > cap_left:
-        reasons.append(Reason.ASSISTANCE_CAP_REACHED)
-    return helped
+    return _up_to(due, cap_left, reasons, Reason.ASSISTANCE, Reason.ASSISTANCE_CAP_REACHED)
 
 
 def _personal_account(
@@ -399,9 +386,17 @@ def _personal_account(
     if rules.personal_account is None:
         return 0  # the resident scheme has no personal account, whatever balance is passed
     payable = sum(patient_share[portion] for portion in rules.personal_account.pays)
-    paid = min(payable, balance_fen)
-    if paid:
-        reasons.append(Reason.PERSONAL_ACCOUNT)
-    if payable > balance_fen:
-        reasons.append(Reason.PERSONAL_ACCOUNT_EXHAUSTED)
-    return paid
+    return _up_to(
+        payable, balance_fen, reasons, Reason.PERSONAL_ACCOUNT, Reason.PERSONAL_ACCOUNT_EXHAUSTED
+    )
+
+
+def _up_to(due: int, left: int, reasons: list[Reason], paid: Reason, cut: Reason) -> int:
+    """What a fund pays of ``due`` with ``left`` remaining (a cap, an account balance): the
+    reasons say that it paid, and that the limit cut the payment."""
+    amount = min(due, left)
+    if amount:
+        reasons.append(paid)
+    if due > left:
+        reasons.append(cut)
+    return amount
