@@ -40,8 +40,8 @@ from identity.pki.service import PkiService
 from identity.settings import IdentitySettings
 from services.kit.app import app_runtime
 from services.kit.auth import REALM, CurrentToken, require_token
-from services.kit.deps import SessionDep
-from services.kit.errors import PROBLEM_JSON, Problem
+from services.kit.deps import SessionDep, no_store
+from services.kit.errors import Problem, problem_doc
 from services.kit.revocation import Revocations
 from services.kit.sqltypes import utcnow
 from services.kit.tokens import AccessToken
@@ -55,38 +55,29 @@ PREFIX = "/identity/cards"
 ECARD_ACR = "2"
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_JSON: {}}}
-
-
-async def _no_store(response: Response) -> None:
-    # Personal data: no cache on the way may keep a copy (RFC 9111 section 5.2.2.5).
-    response.headers["Cache-Control"] = "no-store"
-
-
 Responses = dict[int | str, dict[str, Any]]
 _COMMON: Responses = {
-    401: _problem("No valid bearer token, or it was revoked (its card suspended...)"),
-    403: _problem("The token lacks the scope, or the card is not the caller's"),
-    422: _problem("The request (or its CSR) is not valid; the detail says what is wrong"),
+    401: problem_doc("No valid bearer token, or it was revoked (its card suspended...)"),
+    403: problem_doc("The token lacks the scope, or the card is not the caller's"),
+    422: problem_doc("The request (or its CSR) is not valid; the detail says what is wrong"),
 }
-_READ: Responses = {404: _problem("No such card (or citizen)")}
+_READ: Responses = {404: problem_doc("No such card (or citizen)")}
 _CHANGE: Responses = {
     **_READ,
-    409: _problem("The card's status does not allow this; the detail names status and step"),
-    503: _problem("Saved, but the status cache could not be updated (see the detail)"),
+    409: problem_doc("The card's status does not allow this; the detail names status and step"),
+    503: problem_doc("Saved, but the status cache could not be updated (see the detail)"),
 }
 
 # The issuer's desk and administrators: one router-level requirement.
 admin = APIRouter(
     prefix=PREFIX,
     tags=["cards"],
-    dependencies=[Depends(_no_store), Depends(require_token(MANAGE))],
+    dependencies=[Depends(no_store), Depends(require_token(MANAGE))],
     responses=_COMMON,
 )
 # The holder or an administrator, decided per route (see Actor).
 holder = APIRouter(
-    prefix=PREFIX, tags=["cards"], dependencies=[Depends(_no_store)], responses=_COMMON
+    prefix=PREFIX, tags=["cards"], dependencies=[Depends(no_store)], responses=_COMMON
 )
 # The one router app.py includes.
 router = APIRouter()
@@ -202,7 +193,7 @@ def _created(response: Response, issued: service.IssuedCard) -> CardIssued:
     summary="Issue a physical card from the CSR its chip made",
     responses={
         **_CHANGE,
-        409: _problem("The citizen has a live physical card, or the key is in use"),
+        409: problem_doc("The citizen has a live physical card, or the key is in use"),
     },
 )
 async def issue_card(
@@ -330,7 +321,7 @@ async def suspend_card(serial: Serial, work: CardWorkDep, actor: ActorDep) -> Ca
     summary="Issue an electronic card for the phone against an active physical card",
     responses={
         **_CHANGE,
-        403: _problem("Not the caller's card, or the holder's token is not card + PIN"),
+        403: problem_doc("Not the caller's card, or the holder's token is not card + PIN"),
     },
 )
 async def issue_electronic_card(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
@@ -12,26 +12,16 @@ from identity.field_crypto import BlindIndex, FieldCipher
 from identity.settings import IdentitySettings
 from services.kit.audit import audit_access
 from services.kit.auth import require_token
-from services.kit.deps import SessionDep
-from services.kit.errors import PROBLEM_JSON
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_JSON: {}}}
-
-
-async def _no_store(response: Response) -> None:
-    # Personal data: no cache on the way may keep a copy (RFC 9111 section 5.2.2.5).
-    response.headers["Cache-Control"] = "no-store"
-
+from services.kit.deps import SessionDep, no_store
+from services.kit.errors import problem_doc
 
 # Every route here handles personal data: a registration desk's (or administrator's) token
 # with scope ``citizen.manage``, checked once for the whole router.
 router = APIRouter(
     prefix="/identity/citizens",
     tags=["citizens"],
-    dependencies=[Depends(_no_store), Depends(require_token("citizen.manage"))],
-    responses={422: _problem("The request is not valid; the detail says what is wrong")},
+    dependencies=[Depends(no_store), Depends(require_token("citizen.manage"))],
+    responses={422: problem_doc("The request is not valid; the detail says what is wrong")},
 )
 
 
@@ -67,7 +57,7 @@ CryptoDep = Annotated[CitizenCrypto, Depends(_crypto)]
     "",
     status_code=201,
     summary="Register a citizen",
-    responses={409: _problem("A citizen with this national ID number is already registered")},
+    responses={409: problem_doc("A citizen with this national ID number is already registered")},
 )
 async def register_citizen(
     data: CitizenCreate,
@@ -90,7 +80,7 @@ async def register_citizen(
 @router.post(
     "/lookup",
     summary="Find a citizen by national ID number",
-    responses={404: _problem("No citizen is registered with this national ID number")},
+    responses={404: problem_doc("No citizen is registered with this national ID number")},
 )
 async def lookup_citizen(
     query: NationalIdLookup, session: SessionDep, crypto: CryptoDep, request: Request
@@ -105,7 +95,7 @@ async def lookup_citizen(
 @router.get(
     "/{pseudonym}",
     summary="A citizen by pseudonymous id",
-    responses={404: _problem("No citizen has this id")},
+    responses={404: problem_doc("No citizen has this id")},
 )
 async def read_citizen(
     pseudonym: str, session: SessionDep, crypto: CryptoDep, request: Request

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.kit.app import Runtime, app_runtime
@@ -24,6 +24,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     # transaction is rolled back and the connection returned now, not when GC finds it.
     async with db.unit_of_work() as session:
         yield session
+
+
+async def no_store(response: Response) -> None:
+    """For routes that answer with personal data: no cache on the way may keep a copy (RFC 9111
+    section 5.2.2.5). A router takes it as ``dependencies=[Depends(no_store)]``."""
+    response.headers["Cache-Control"] = "no-store"
 
 
 async def get_redis(request: Request) -> RedisConnection:

@@ -47,6 +47,11 @@ class Problem(Exception):
 Renderer = Callable[[Request, Problem], Response]
 
 
+def problem_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry for a refusal answered as problem+json (RFC 9457)."""
+    return {"description": description, "content": {PROBLEM_JSON: {}}}
+
+
 def problem_response(problem: Problem, *, instance: str | None = None) -> Response:
     body: dict[str, Any] = {
         "type": problem.type,

@@ -15,14 +15,14 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from services.kit.audit import audit_access
 from services.kit.auth import CurrentToken, require_token
 from services.kit.context import REQUEST_ID_HEADER, current_request_id
-from services.kit.deps import SessionDep
-from services.kit.errors import PROBLEM_JSON, Problem
+from services.kit.deps import SessionDep, no_store
+from services.kit.errors import Problem, problem_doc
 from services.kit.protection import protection_guard
 from services.kit.sqltypes import utcnow
 from services.kit.tokens import AccessToken
@@ -60,28 +60,19 @@ IDENTITY_CARDS_PATH = "/identity/cards/mine"
 SERIAL_TAIL = 4
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_JSON: {}}}
-
-
-async def _no_store(response: Response) -> None:
-    # Personal data: no cache on the way may keep a copy (RFC 9111 section 5.2.2.5).
-    response.headers["Cache-Control"] = "no-store"
-
-
 Responses = dict[int | str, dict[str, Any]]
 _COMMON: Responses = {
-    401: _problem("No valid bearer token, or it was revoked (its card suspended...)"),
-    403: _problem("The token lacks scope benefits.read, or its assurance is too low"),
-    422: _problem("A query parameter is not valid; the detail says which"),
-    503: _problem("The audit ledger did not confirm the access: nothing was served"),
+    401: problem_doc("No valid bearer token, or it was revoked (its card suspended...)"),
+    403: problem_doc("The token lacks scope benefits.read, or its assurance is too low"),
+    422: problem_doc("A query parameter is not valid; the detail says which"),
+    503: problem_doc("The audit ledger did not confirm the access: nothing was served"),
 }
 
 citizen_router = APIRouter(
     prefix=PREFIX,
     tags=["benefits"],
     # Defence in depth: the graded-protection table the gateway enforces, again here.
-    dependencies=[Depends(_no_store), Depends(protection_guard())],
+    dependencies=[Depends(no_store), Depends(protection_guard())],
     responses=_COMMON,
 )
 catalogue_router = APIRouter(
@@ -90,7 +81,7 @@ catalogue_router = APIRouter(
     dependencies=[Depends(protection_guard())],
     responses={
         401: _COMMON[401],
-        403: _problem("The token's assurance is too low for this route's protection level"),
+        403: problem_doc("The token's assurance is too low for this route's protection level"),
         422: _COMMON[422],
     },
 )
@@ -320,8 +311,8 @@ async def _cards_from_identity(request: Request) -> list[_IdentityCard]:
     "/card",
     summary="My cards' status (from the identity service)",
     responses={
-        502: _problem("The identity service answered something unexpected"),
-        503: _problem("The identity service (or the audit ledger) is unreachable"),
+        502: problem_doc("The identity service answered something unexpected"),
+        503: problem_doc("The identity service (or the audit ledger) is unreachable"),
     },
 )
 async def my_card(request: Request, token: Citizen) -> Cards:
@@ -357,7 +348,7 @@ async def search_catalogue(
 @catalogue_router.get(
     "/{code}",
     summary="A drug, item or service: its class and price cap",
-    responses={404: _problem("No item with this code is in the catalogue today")},
+    responses={404: problem_doc("No item with this code is in the catalogue today")},
 )
 async def catalogue_item(
     session: SessionDep,

@@ -17,8 +17,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
-from services.kit.deps import SessionDep
-from services.kit.errors import PROBLEM_JSON, Problem
+from services.kit.deps import SessionDep, no_store
+from services.kit.errors import Problem, problem_doc
 from services.kit.protection import protection_guard
 from social_security.claims import settlement
 from social_security.claims.auditing import audit_claim, audit_refused
@@ -34,24 +34,14 @@ from social_security.claims.schemas import (
     settlement_out,
 )
 
-
-async def _no_store(response: Response) -> None:
-    # A settlement is personal data: no cache on the way may keep it (RFC 9111 5.2.2.5).
-    response.headers["Cache-Control"] = "no-store"
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_JSON: {}}}
-
-
 router = APIRouter(
     prefix="/insurance/settlements",
     tags=["settlement"],
-    dependencies=[Depends(protection_guard()), Depends(_no_store)],
+    dependencies=[Depends(protection_guard()), Depends(no_store)],
     responses={
-        403: _problem("The token is not a card tap at a medical-insurance terminal"),
-        409: _problem("The bill id is taken by another bill, or the claim cannot change so"),
-        422: _problem("The bill is refused: ``code`` is the reason, nothing was booked"),
+        403: problem_doc("The token is not a card tap at a medical-insurance terminal"),
+        409: problem_doc("The bill id is taken by another bill, or the claim cannot change so"),
+        422: problem_doc("The bill is refused: ``code`` is the reason, nothing was booked"),
     },
 )
 # The bill's JSON schema in the OpenAPI document; the body is validated by ``parse_bill`` so

@@ -27,7 +27,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.kit.auth import require_token
-from services.kit.deps import SessionDep
+from services.kit.deps import SessionDep, no_store
 from services.kit.protection import protection_guard
 from services.kit.tokens import AccessToken
 from social_security.claims import reference, settlement
@@ -46,14 +46,10 @@ FHIR_BASE = "/insurance/fhir"
 MAX_BODY = 1_000_000  # a bill of 500 lines is about 150 kB
 
 
-async def _no_store(response: Response) -> None:
-    response.headers["Cache-Control"] = "no-store"
-
-
 router = APIRouter(
     prefix=FHIR_BASE,
     tags=["insurance fhir"],
-    dependencies=[Depends(protection_guard()), Depends(_no_store)],
+    dependencies=[Depends(protection_guard()), Depends(no_store)],
 )
 
 
