@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -28,6 +29,7 @@ from services.audit.offline import verify_entry
 app = typer.Typer(no_args_is_help=True, help="The citizen's mobile app, with a virtual card.")
 console = Console()
 errors = Console(stderr=True)
+T = TypeVar("T")
 
 
 def installation_id(card: VirtualCard) -> str:
@@ -35,39 +37,34 @@ def installation_id(card: VirtualCard) -> str:
     return "cli-" + hashlib.sha256(card.serial.encode()).hexdigest()[:24]
 
 
-@app.command("access-log")
-def access_log(
-    card: Annotated[Path, typer.Option(help="The virtual card file.")],
-    base_url: Annotated[str, typer.Option(help="The gateway.")] = "http://127.0.0.1:8000",
-    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
-) -> None:
-    """Who accessed my data: the newest entries, each proven in the ledger's signed tree."""
+def _card_and_pin(path: Path) -> tuple[VirtualCard, str]:
     try:
-        virtual_card = VirtualCard.load(card)
+        card = VirtualCard.load(path)
     except CardError as exc:
         errors.print(f"[red]cannot read the card:[/red] {exc}")
         raise typer.Exit(2) from None
     pin = typer.prompt("PIN", hide_input=True)  # to the card only, never over the network
+    return card, pin
 
-    async def run() -> tuple[list[dict[str, Any]], ec.EllipticCurvePublicKey]:
+
+def _signed_in(
+    base_url: str,
+    card: VirtualCard,
+    pin: str,
+    flow: Callable[[httpx.AsyncClient, dict[str, str]], Awaitable[T]],
+) -> T:
+    """Sign in with the card and PIN as the app does, then run ``flow`` with the token's
+    Authorization header; a refusal or an unreachable gateway is printed and exits 1."""
+
+    async def run() -> T:
         async with httpx.AsyncClient(base_url=base_url, timeout=15) as http:
             tokens = await app_login(
-                http, installation_id=installation_id(virtual_card), card=virtual_card, pin=pin
+                http, installation_id=installation_id(card), card=card, pin=pin
             )
-            auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-            response = await http.get("/audit/me", params={"limit": limit}, headers=auth)
-            if response.status_code != 200:
-                raise FlowError("access log", response)
-            key = await http.get("/audit/checkpoints/key")
-            key.raise_for_status()
-            public = serialization.load_pem_public_key(key.json()["public_key_pem"].encode())
-            if not isinstance(public, ec.EllipticCurvePublicKey):
-                raise ValueError("the ledger's checkpoint key is not an EC key")
-            entries: list[dict[str, Any]] = response.json()
-            return entries, public
+            return await flow(http, {"Authorization": f"Bearer {tokens['access_token']}"})
 
     try:
-        entries, key = asyncio.run(run())
+        return asyncio.run(run())
     except FlowError as exc:
         errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -77,6 +74,32 @@ def access_log(
     except (httpx.HTTPError, ValueError) as exc:
         errors.print(f"[red]cannot reach {base_url}:[/red] {exc}")
         raise typer.Exit(1) from None
+
+
+@app.command("access-log")
+def access_log(
+    card: Annotated[Path, typer.Option(help="The virtual card file.")],
+    base_url: Annotated[str, typer.Option(help="The gateway.")] = "http://127.0.0.1:8000",
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+) -> None:
+    """Who accessed my data: the newest entries, each proven in the ledger's signed tree."""
+    virtual_card, pin = _card_and_pin(card)
+
+    async def flow(
+        http: httpx.AsyncClient, auth: dict[str, str]
+    ) -> tuple[list[dict[str, Any]], ec.EllipticCurvePublicKey]:
+        response = await http.get("/audit/me", params={"limit": limit}, headers=auth)
+        if response.status_code != 200:
+            raise FlowError("access log", response)
+        key = await http.get("/audit/checkpoints/key")
+        key.raise_for_status()
+        public = serialization.load_pem_public_key(key.json()["public_key_pem"].encode())
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise ValueError("the ledger's checkpoint key is not an EC key")
+        entries: list[dict[str, Any]] = response.json()
+        return entries, public
+
+    entries, key = _signed_in(base_url, virtual_card, pin, flow)
     _print(entries, key)
 
 
@@ -120,12 +143,7 @@ def benefits(
 ) -> None:
     """My medical insurance: this year's deductible and pooled fund used (cap remaining), the
     personal account's balance and latest movements, and my settled claims with their split."""
-    try:
-        virtual_card = VirtualCard.load(card)
-    except CardError as exc:
-        errors.print(f"[red]cannot read the card:[/red] {exc}")
-        raise typer.Exit(2) from None
-    pin = typer.prompt("PIN", hide_input=True)  # to the card only, never over the network
+    virtual_card, pin = _card_and_pin(card)
     chosen = year or datetime.now(UTC).year
     paths = (
         f"/social-security/medical-year/{chosen}",
@@ -133,31 +151,16 @@ def benefits(
         "/social-security/claims",
     )
 
-    async def run() -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(base_url=base_url, timeout=15) as http:
-            tokens = await app_login(
-                http, installation_id=installation_id(virtual_card), card=virtual_card, pin=pin
-            )
-            auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-            answers = []
-            for path in paths:
-                response = await http.get(path, headers=auth)
-                if response.status_code != 200:
-                    raise FlowError(path, response)
-                answers.append(response.json())
-            return answers
+    async def flow(http: httpx.AsyncClient, auth: dict[str, str]) -> list[dict[str, Any]]:
+        answers = []
+        for path in paths:
+            response = await http.get(path, headers=auth)
+            if response.status_code != 200:
+                raise FlowError(path, response)
+            answers.append(response.json())
+        return answers
 
-    try:
-        medical_year, account, claims = asyncio.run(run())
-    except FlowError as exc:
-        errors.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    except CardError as exc:
-        errors.print(f"[red]the card refused:[/red] {exc}")
-        raise typer.Exit(1) from None
-    except (httpx.HTTPError, ValueError) as exc:
-        errors.print(f"[red]cannot reach {base_url}:[/red] {exc}")
-        raise typer.Exit(1) from None
+    medical_year, account, claims = _signed_in(base_url, virtual_card, pin, flow)
     _print_benefits(medical_year, account, claims)
 
 
