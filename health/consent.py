@@ -28,16 +28,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import false
+from sqlalchemy import bindparam, false, literal
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from health.consent_index import CLIENT_SYSTEM, EVERYONE, consent_actor
 from health.store.models import ResourceRow
 
 CONSENT_SCOPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentscope"
-# The platform's naming system for registered clients (a hospital's system): Consent actors and
-# Organization identifiers name a hospital by its client id in this system.
-CLIENT_SYSTEM = "urn:onecard:client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,27 +89,28 @@ async def permission(
 
 _RESOURCES = ResourceRow.__table__  # type: ignore[attr-defined]
 # Built once: every search of a hospital runs it, and building it cost more CPU than running it.
-_CURRENT_CONSENTS = select(_RESOURCES.c.patient_key, _RESOURCES.c.content).where(
+# The current Consents of the patients with a Consent naming the hospital, or no one
+# (health.consent_index); all of those patients' Consents, since a newer one may deny.
+_CONSENTS_CONCERNING = select(_RESOURCES.c.patient_key, _RESOURCES.c.content).where(
     _RESOURCES.c.resource_type == "Consent",
     _RESOURCES.c.deleted == false(),
-    _RESOURCES.c.patient_key.is_not(None),
+    _RESOURCES.c.patient_key.in_(
+        select(consent_actor.c.patient_key).where(
+            consent_actor.c.actor.in_([bindparam("client_id"), literal(EVERYONE)])
+        )
+    ),
 )
 
 
 async def consenting_patients(
     session: AsyncSession, *, client_id: str, now: datetime | None = None
 ) -> set[str]:
-    """The patients whose consents permit the hospital ``client_id`` now (ordinary records).
-
-    Reads every current Consent: fine for a province's first years of consents; a consent
-    index by actor is the next step when they number in the millions.
-    """
+    """The patients whose consents permit the hospital ``client_id`` now (ordinary records)."""
     connection = await session.connection()
-    rows = await connection.execute(_CURRENT_CONSENTS)
+    rows = await connection.execute(_CONSENTS_CONCERNING, {"client_id": client_id})
     by_patient: dict[str, list[dict[str, Any]]] = {}
     for patient_key, content in rows:
-        if patient_key is not None and client_id in content:  # cheap pre-filter
-            by_patient.setdefault(patient_key, []).append(orjson.loads(content))
+        by_patient.setdefault(patient_key, []).append(orjson.loads(content))
     moment = now or datetime.now(UTC)
     return {
         patient

@@ -18,6 +18,7 @@ from sqlalchemy import Table, delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from health.consent_index import reindex_consents
 from health.search.definitions import TABLE_PARAMS, definitions
 from health.search.models import TABLES
 from health.search.values import Row, rows_for
@@ -68,6 +69,15 @@ async def reindex_many(
     for kind, table_rows in rows.items():
         if table_rows:
             await _insert(connection, TABLES[kind], table_rows)
+    await reindex_consents(
+        connection,
+        (
+            (item.resource_id, item.resource, item.patient_key)
+            for item in items
+            if item.resource_type == "Consent"
+        ),
+        fresh=fresh,
+    )
 
 
 async def _insert(connection: AsyncConnection, table: Table, rows: list[Row]) -> None:

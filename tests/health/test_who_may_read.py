@@ -285,3 +285,34 @@ async def test_search_shows_each_reader_only_what_they_may_read(fhir: httpx.Asyn
     app = person(purpose="mobile_app", scope="patient/*.rs patient/Consent.cru")
     await fhir.post("/fhir/Consent", json=consent(urls["patient"], "hospital-b"), headers=app)
     assert await found(fhir_auth(client_id="hospital-b")) == {urls["observation"]}
+
+
+async def test_a_consent_naming_no_hospital_opens_the_records_to_every_hospital(
+    fhir: httpx.AsyncClient,
+) -> None:
+    """consent.html#provision: a provision without actors applies to everyone, in a read and
+    in a search alike; a later deny naming one hospital closes them to that one only."""
+    urls = await _record(fhir)
+    app = person(purpose="mobile_app", scope="patient/*.rs patient/Consent.cru")
+    everyone = consent(urls["patient"], "hospital-b")
+    del everyone["provision"]["actor"]
+    given = await fhir.post("/fhir/Consent", json=everyone, headers=app)
+    assert given.status_code == 201, given.text
+
+    async def sees(client_id: str) -> tuple[int, set[str]]:
+        headers = fhir_auth(client_id=client_id)
+        read = await fhir.get(f"/fhir/{urls['observation']}", headers=headers)
+        search = await fhir.get("/fhir/Observation", headers=headers)
+        assert search.status_code == 200, search.text
+        found = {f"Observation/{e['resource']['id']}" for e in search.json().get("entry", [])}
+        return read.status_code, found
+
+    assert await sees("hospital-b") == (200, {urls["observation"]})
+    assert await sees("hospital-c") == (200, {urls["observation"]})
+
+    deny = consent(urls["patient"], "hospital-c")
+    deny["provision"]["type"] = "deny"
+    deny["dateTime"] = "2999-01-01"  # the newest consent decides
+    assert (await fhir.post("/fhir/Consent", json=deny, headers=app)).status_code == 201
+    assert await sees("hospital-c") == (403, set())
+    assert await sees("hospital-b") == (200, {urls["observation"]})
