@@ -36,7 +36,7 @@ from health.search.routes import Restrict
 from health.store import history, service
 from health.store.versions import Version
 from services.kit.auth import require_token
-from services.kit.deps import SessionDep
+from services.kit.deps import ReadSessionDep, SessionDep
 from services.kit.errors import Problem
 from services.kit.protection import policy_of, protection_guard
 from services.kit.sqltypes import utcnow
@@ -64,7 +64,7 @@ MAX_TYPES = 50
     responses=_FHIR,
 )
 async def everything_get(
-    resource_id: str, request: Request, session: SessionDep, token: Token, restrict: Restrict
+    resource_id: str, request: Request, session: ReadSessionDep, token: Token, restrict: Restrict
 ) -> Response:
     params = list(request.query_params.multi_items())
     return await _everything(request, session, token, restrict, resource_id, params)
@@ -77,7 +77,7 @@ async def everything_get(
     responses=_FHIR,
 )
 async def everything_post(
-    resource_id: str, request: Request, session: SessionDep, token: Token, restrict: Restrict
+    resource_id: str, request: Request, session: ReadSessionDep, token: Token, restrict: Restrict
 ) -> Response:
     params = list(request.query_params.multi_items())
     if await request.body():
@@ -88,7 +88,7 @@ async def everything_post(
 
 async def _everything(
     request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     token: AccessToken,
     restrict: Restrict,
     patient_id: str,

@@ -30,7 +30,7 @@ from health.search.clauses import Restriction
 from health.search.query import SearchResult, search
 from health.store import service
 from services.kit.auth import require_token
-from services.kit.deps import SessionDep
+from services.kit.deps import ReadSessionDep
 from services.kit.errors import Problem
 from services.kit.protection import policy_of, protection_guard
 from services.kit.tokens import AccessToken
@@ -59,7 +59,7 @@ _FORM = "application/x-www-form-urlencoded"
 _MAX_FORM_BYTES = 64 * 1024
 
 
-async def restriction(session: SessionDep, token: Token) -> Restriction | None:
+async def restriction(session: ReadSessionDep, token: Token) -> Restriction | None:
     """What of the store this token may see in search results, as one WHERE clause on the
     resources table (health.access): a hospital, what it wrote, records in no patient's
     compartment, and the patients who consented or whose glass it broke; a card holder, the
@@ -93,7 +93,7 @@ def _lenient(request: Request) -> bool:
 
 async def _answer(
     request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     token: AccessToken,
     restrict: Restriction | None,
     resource_types: list[str],
@@ -119,7 +119,7 @@ async def _answer(
 
 
 async def _screen_and_audit(
-    request: Request, session: SessionDep, token: AccessToken, result: SearchResult
+    request: Request, session: ReadSessionDep, token: AccessToken, result: SearchResult
 ) -> None:
     """Sensitive (level 4) records leave only to whom access.check_may_read allows them; what
     leaves is in the audit ledger first, one entry per patient."""
@@ -159,7 +159,7 @@ async def _screen_and_audit(
     responses={200: {"content": {"application/fhir+json": {}}}},
 )
 async def search_type(
-    resource_type: str, request: Request, session: SessionDep, token: Token, restrict: Restrict
+    resource_type: str, request: Request, session: ReadSessionDep, token: Token, restrict: Restrict
 ) -> Response:
     params = list(request.query_params.multi_items())
     return await _answer(request, session, token, restrict, [resource_type], params, resource_type)
@@ -172,7 +172,7 @@ async def search_type(
     responses={200: {"content": {"application/fhir+json": {}}}},
 )
 async def search_type_form(
-    resource_type: str, request: Request, session: SessionDep, token: Token, restrict: Restrict
+    resource_type: str, request: Request, session: ReadSessionDep, token: Token, restrict: Restrict
 ) -> Response:
     params = list(request.query_params.multi_items()) + await _form(request)
     return await _answer(request, session, token, restrict, [resource_type], params, resource_type)
@@ -185,7 +185,7 @@ async def search_type_form(
     responses={200: {"content": {"application/fhir+json": {}}}},
 )
 async def search_system(
-    request: Request, session: SessionDep, token: Token, restrict: Restrict
+    request: Request, session: ReadSessionDep, token: Token, restrict: Restrict
 ) -> Response:
     params = list(request.query_params.multi_items())
     types = [t.strip() for key, value in params if key == "_type" for t in value.split(",")]

@@ -32,7 +32,7 @@ from health.store import batch, history, service, transaction
 from health.store.entries import Context
 from health.store.versions import Version, parse_if_match
 from services.kit.auth import require_token
-from services.kit.deps import SessionDep
+from services.kit.deps import ReadSessionDep, SessionDep
 from services.kit.errors import Problem
 from services.kit.protection import policy_of, protection_guard
 from services.kit.tokens import AccessToken
@@ -337,7 +337,7 @@ async def history_type(
     responses=_FHIR,
 )
 async def read(
-    resource_type: str, resource_id: str, request: Request, session: SessionDep, token: Token
+    resource_type: str, resource_id: str, request: Request, session: ReadSessionDep, token: Token
 ) -> Response:
     check_type(resource_type)
     access.check_read(token, resource_type)

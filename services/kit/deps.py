@@ -26,6 +26,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    db = app_runtime(request).db
+    if db is None:
+        raise RuntimeError("this service owns no database")
+    async with db.reader() as session:
+        yield session
+
+
 async def no_store(response: Response) -> None:
     """For routes that answer with personal data: no cache on the way may keep a copy (RFC 9111
     section 5.2.2.5). A router takes it as ``dependencies=[Depends(no_store)]``."""
@@ -40,4 +48,6 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 # scope="function": the session commits when the route returns, BEFORE the response is sent,
 # so a failed commit becomes an error response instead of following a 201 already on the wire.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+# For routes that only read (Database.reader: no BEGIN and COMMIT around their statements).
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 RedisDep = Annotated[RedisConnection, Depends(get_redis)]

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
-from services.kit.deps import SessionDep, no_store
+from services.kit.deps import ReadSessionDep, SessionDep, no_store
 from services.kit.errors import Problem, problem_doc
 from services.kit.protection import protection_guard
 from social_security.claims import settlement
@@ -63,7 +63,7 @@ def refused(exc: BillRefused) -> Problem:
     "/preview", summary="Pre-settle a bill: the split now, nothing booked", openapi_extra=_BILL_BODY
 )
 async def preview(
-    body: RawBody, counter: CounterDep, session: SessionDep, request: Request
+    body: RawBody, counter: CounterDep, session: ReadSessionDep, request: Request
 ) -> SettlementOut:
     try:
         bill = parse_bill(body, facility=counter.facility, citizen=counter.citizen)

@@ -82,3 +82,31 @@ async def test_a_pooled_connection_the_server_ended_is_replaced_before_use(
         assert second != first
     finally:
         await asyncio.gather(db.dispose(), admin.dispose())
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("backend", ["servers"], indirect=True)
+async def test_a_reader_runs_each_statement_on_its_own_and_leaves_the_pool_as_it_found_it(
+    backend: Backend,
+) -> None:
+    """A read-only request's session sends no BEGIN: each statement is its own transaction
+    (PostgreSQL's now() is the transaction's start). The connection goes back to the pool in
+    its usual mode, so the next unit of work is one transaction again."""
+    db = Database(to_async_url(POSTGRES_URL), pool_size=1)
+    statement = text("SELECT now(), pg_backend_pid()")
+    try:
+        async with db.reader() as session:
+            connection = await session.connection()
+            first = (await connection.execute(statement)).one()
+            await asyncio.sleep(0.01)
+            second = (await connection.execute(statement)).one()
+        assert second[0] > first[0]
+        async with db.unit_of_work() as session:
+            connection = await session.connection()
+            third = (await connection.execute(statement)).one()
+            await asyncio.sleep(0.01)
+            fourth = (await connection.execute(statement)).one()
+        assert third[1] == first[1]  # the same pooled connection
+        assert fourth[0] == third[0]
+    finally:
+        await db.dispose()
