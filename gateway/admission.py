@@ -36,7 +36,7 @@ from services.kit.protection import (
     log_refusal,
 )
 from services.kit.revocation import Revocations
-from services.kit.tokens import AccessToken, KeySource, TokenVerifier
+from services.kit.tokens import REMEMBERED_TOKENS, AccessToken, KeySource, TokenVerifier
 from services.kit.topology import ServiceSpec
 
 Admission = Callable[[Request, ServiceSpec], Awaitable[None]]
@@ -126,6 +126,7 @@ class BearerToken:
                 audience=[base + p for p in spec.prefixes if p not in _NOT_AN_AUDIENCE],
                 keys=keys,
                 leeway=leeway,
+                remember=REMEMBERED_TOKENS,
             )
             for spec in services
             if any(p not in _NOT_AN_AUDIENCE for p in spec.prefixes)

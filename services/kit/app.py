@@ -33,7 +33,7 @@ from services.kit.migrations import alembic_config, upgrade
 from services.kit.policy_watch import PolicyWatcher
 from services.kit.revocation import Revocations
 from services.kit.settings import ServiceSettings
-from services.kit.tokens import JwksSource, TokenVerifier
+from services.kit.tokens import REMEMBERED_TOKENS, JwksSource, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ def create_service_app(
                     ],
                     keys=keys,
                     leeway=settings.token_leeway,
+                    remember=REMEMBERED_TOKENS,
                 )
                 auth.install(app, verifier, Revocations(redis, leeway=settings.token_leeway))
             if watcher is not None:

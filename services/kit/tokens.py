@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 import re
 import time
@@ -76,6 +77,9 @@ _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 # Parsed, validated headers by their encoded segment: every token of one key shares its header.
 _HEADER_CACHE_SIZE = 64
+# Verified access tokens a service (or the gateway) remembers (TokenVerifier ``remember``): the
+# callers active within a token's few minutes of life, at about 1 KiB each.
+REMEMBERED_TOKENS = 4096
 
 
 class TokenError(Exception):
@@ -509,6 +513,15 @@ class _Header:
     shown_typ: str  # as the token wrote it, for the error message
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """An access token that passed every check, and what it was checked with."""
+
+    token: AccessToken
+    kid: str
+    key: ec.EllipticCurvePublicKey
+
+
 class TokenVerifier:
     """Verifies tokens of one issuer for one audience (or a few) with keys from ``keys``."""
 
@@ -520,7 +533,11 @@ class TokenVerifier:
         keys: KeySource,
         leeway: float = DEFAULT_LEEWAY,
         clock: Callable[[], float] = time.time,
+        remember: int = 0,
     ) -> None:
+        """``remember``: how many verified access tokens to keep, so that a token presented
+        again (an app's or a hospital system's every request, for minutes) is not verified
+        again; 0 verifies every time."""
         self.issuer = issuer
         self.audiences = frozenset([audience] if isinstance(audience, str) else audience)
         if not self.audiences:
@@ -529,18 +546,36 @@ class TokenVerifier:
         self.leeway = leeway
         self._clock = clock
         self._headers: dict[str, _Header] = {}
+        self._remember = remember
+        self._verified: dict[bytes, _Verified] = {}
 
     async def verify(self, token: str, *, typ: str = TOKEN_TYPE) -> AccessToken:
         """An access token: signature, header and claims checked, or :class:`TokenError`."""
         # The steps are spelled out in both public methods rather than one awaiting the other:
         # verification is on every request's path and each coroutine level costs.
+        digest = None
+        if self._remember and typ == TOKEN_TYPE:
+            # By digest: the verifier keeps no bearer token itself.
+            digest = hashlib.sha256(token.encode()).digest()
+            known = self._verified.get(digest)
+            # The same bytes signed by the same key verify the same way; only the time checks
+            # change, and the key must still be the one the source offers for its kid (a
+            # rotated-out or replaced key ends what it verified).
+            if known is not None and self.keys.cached(known.kid) is known.key:
+                self._check_times(known.token.claims, MAX_ACCESS_TOKEN_SECONDS)
+                return known.token
         segments, kid = self._split(token, typ)
         key = self.keys.cached(kid) or await self._key(kid)
         claims = _signed_claims(token, segments, key)
         self._check_claims(
             claims, require=ACCESS_TOKEN_CLAIMS, max_lifetime=MAX_ACCESS_TOKEN_SECONDS
         )
-        return AccessToken.from_claims(claims)
+        verified = AccessToken.from_claims(claims)
+        if digest is not None:
+            if len(self._verified) >= self._remember:
+                self._verified.clear()  # a bounded memory; the next requests fill it again
+            self._verified[digest] = _Verified(verified, kid, key)
+        return verified
 
     async def verify_claims(
         self,

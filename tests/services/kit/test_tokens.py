@@ -799,3 +799,55 @@ async def test_a_failed_refresh_keeps_the_keys_we_have(
 )
 def test_scope_allows_understands_smart_v2(granted: set[str], required: str, allowed: bool) -> None:
     assert scope_allows(frozenset(granted), required) is allowed
+
+
+# --- Remembered tokens ---------------------------------------------------------------------
+
+
+async def test_a_remembered_token_is_not_verified_again_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.kit import tokens
+
+    checked = []
+    real = tokens._signed_claims
+
+    def counting(*args: Any) -> dict[str, Any]:
+        checked.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(tokens, "_signed_claims", counting)
+    now = [time.time()]
+    remembering = verifier(remember=8, clock=lambda: now[0])
+    token = access_token()
+    first = await remembering.verify(token)
+    assert await remembering.verify(token) == first
+    assert len(checked) == 1
+    # Another verifier (another audience, another service) keeps its own memory.
+    await verifier(remember=8).verify(token)
+    assert len(checked) == 2
+
+    now[0] += 300 + 11  # past exp and the leeway
+    with pytest.raises(TokenError, match="expired"):
+        await remembering.verify(token)
+
+
+async def test_a_remembered_token_dies_with_the_key_that_signed_it() -> None:
+    keys = StaticKeySource(KeySet({KID: PUBLIC_KEY}))
+    remembering = verifier(remember=8, keys=keys)
+    token = access_token()
+    await remembering.verify(token)
+    keys.replace(KeySet({"k2": ec.generate_private_key(ec.SECP256R1()).public_key()}))
+    with pytest.raises(TokenError, match="unknown key id"):
+        await remembering.verify(token)
+    # The same kid for another key (a botched rotation) is no better.
+    keys.replace(KeySet({KID: ec.generate_private_key(ec.SECP256R1()).public_key()}))
+    with pytest.raises(TokenError, match="signature"):
+        await remembering.verify(token)
+
+
+async def test_the_memory_is_bounded() -> None:
+    remembering = verifier(remember=3)
+    for _ in range(10):
+        await remembering.verify(access_token())
+    assert len(remembering._verified) <= 3
