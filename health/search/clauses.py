@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, Table, and_, exists, false, not_, or_, select, true
 
 from health.search.definitions import SearchParam, definitions
 from health.search.models import CODE_MAX, TABLES, URI_MAX, reference_index
@@ -44,6 +44,40 @@ _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 
+# Aliases kept per table: more than any reasonable search uses at once.
+_POOLED_ALIASES = 32
+
+
+class Aliases:
+    """The table aliases of one search's statements, handed out in order from a pool the
+    process keeps.
+
+    Every condition needs an alias of its own within a statement (two conditions on the token
+    table are two joins), and building an alias's column collection cost more CPU than the
+    rest of the condition. An alias is an immutable construct: the statements of many searches
+    may share one, so the pool holds as many per table as the largest search used at once
+    (up to a bound).
+    """
+
+    _pool: ClassVar[dict[str, list[Any]]] = {}
+
+    def __init__(self) -> None:
+        self._used: dict[str, int] = {}
+
+    def of(self, table: Table) -> Any:
+        """An alias of ``table`` no other condition of this search has."""
+        n = self._used.get(table.name, 0)
+        self._used[table.name] = n + 1
+        if n >= _POOLED_ALIASES:
+            return table.alias()  # a search of many parameters: built for it alone
+        pool = self._pool.setdefault(table.name, [])
+        while len(pool) <= n:
+            alias = table.alias()
+            alias.c  # noqa: B018 - builds the column collection now, once
+            pool.append(alias)
+        return pool[n]
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What every condition needs: the base URL (for absolute references), the restriction,
@@ -56,6 +90,8 @@ class Context:
     # (health.search.pinning): its token and date conditions then read only that patient's
     # index rows. Never applied inside a chain or _has (another alias, another type).
     pinned: tuple[str, str] | None = None
+    # Shared by copies of the context (dataclasses.replace): one search, one set of aliases.
+    aliases: Aliases = field(default_factory=Aliases)
 
     def check_search(self, key: str, resource_type: str) -> None:
         """403 when a chain or _has would filter on a type the caller may not search: the
@@ -421,10 +457,10 @@ def _indexed_condition(
         if values not in (["true"], ["false"]):
             raise bad(key, ":missing takes true or false")
         present: ColumnElement[bool] = r.c.id.in_(
-            _in_index(table.alias(), resource_type, param.name, None)
+            _in_index(context.aliases.of(table), resource_type, param.name, None)
         )
         return not_(present) if values == ["true"] else present
-    t = table.alias()
+    t = context.aliases.of(table)
     alternatives = [
         _value_condition(t, key, param, modifier, value, context) for value in values if value
     ]
@@ -536,10 +572,10 @@ def _chain_condition(
         raise bad(key, f"no target type of {param.name} has a search parameter {chained_name!r}")
     for target in targets:
         context.check_search(key, target)
-    ref = reference_index.alias()
+    ref = context.aliases.of(reference_index)
     per_target = []
     for target in targets:
-        r_inner = RESOURCES.alias()
+        r_inner = context.aliases.of(RESOURCES)
         inner = parameter_condition(target, chain, raw_value, context, depth=depth + 1, r=r_inner)
         matching = select(r_inner.c.id).where(*_targets(r_inner, target, context))
         if inner is not None:
@@ -568,14 +604,14 @@ def _has_condition(
     if reference is None or reference.type != "reference":
         raise bad(key, f"{reference_name!r} is not a reference parameter of {source_type}")
     context.check_search(key, source_type)
-    r_inner = RESOURCES.alias()
+    r_inner = context.aliases.of(RESOURCES)
     inner = parameter_condition(
         source_type, inner_key, raw_value, context, depth=depth + 1, r=r_inner
     )
     sources = select(r_inner.c.id).where(*_targets(r_inner, source_type, context))
     if inner is not None:
         sources = sources.where(inner)
-    ref = reference_index.alias()
+    ref = context.aliases.of(reference_index)
     referring = select(ref.c.target_id).where(
         ref.c.resource_type == source_type,
         ref.c.param == reference_name,

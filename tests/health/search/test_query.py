@@ -55,3 +55,13 @@ async def test_a_restriction_applies_to_matches_chains_and_includes(store: Store
         assert await find_ids(
             session, "Observation", [("code", "x")], limit=5, restrict=only_mine
         ) == ["o-mine"]
+
+
+def test_each_condition_of_a_search_has_its_own_alias_and_searches_share_them() -> None:
+    from health.search.clauses import Aliases
+    from health.search.models import token_index
+
+    one_search, next_search = Aliases(), Aliases()
+    first, second = one_search.of(token_index), one_search.of(token_index)
+    assert first is not second  # two conditions on the token table: two joins
+    assert next_search.of(token_index) is first
