@@ -21,7 +21,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
+from functools import cache
+from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import select
@@ -268,13 +271,33 @@ async def _lock_year(session: AsyncSession, citizen: str, scheme: str, year: int
     conflict's no-op update locks the existing row as ``SELECT ... FOR UPDATE`` would, and a
     concurrent settlement's upsert of the same row waits for this transaction; on SQLite the
     statement is the transaction's first write, which takes the database's write lock."""
-    dialect = session.get_bind().dialect.name
+    upsert = _year_upsert(session.get_bind().dialect.name)
+    # An ORM upsert: the row comes back as the session's YearTotalRow, refreshed (the
+    # accumulators as just locked, not a copy this session loaded earlier).
+    result = await session.exec(
+        upsert,
+        params={"citizen": citizen, "scheme": scheme, "year": year},
+        execution_options={"populate_existing": True},
+    )
+    row: YearTotalRow = result.scalars().one()
+    return row
+
+
+@cache
+def _year_upsert(dialect: str) -> Any:
+    """The year-totals upsert for one dialect, built once (building the ORM statement cost more
+    CPU than running it); the citizen, scheme and year are bound at execution."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     zeros = {f.name: 0 for f in fields(YearToDate)}
     table = YearTotalRow.__table__  # type: ignore[attr-defined]
-    upsert = (
+    return (
         insert(YearTotalRow)
-        .values(citizen=citizen, scheme=scheme, year=year, **zeros)
+        .values(
+            citizen=bindparam("citizen"),
+            scheme=bindparam("scheme"),
+            year=bindparam("year"),
+            **zeros,
+        )
         .on_conflict_do_update(
             index_elements=["citizen", "scheme", "year"],
             # A no-op on a non-key column: enough to lock the row, and the key's lock level
@@ -283,11 +306,6 @@ async def _lock_year(session: AsyncSession, citizen: str, scheme: str, year: int
         )
         .returning(YearTotalRow)
     )
-    # An ORM upsert: the row comes back as the session's YearTotalRow, refreshed (the
-    # accumulators as just locked, not a copy this session loaded earlier).
-    result = await session.exec(upsert, execution_options={"populate_existing": True})
-    row: YearTotalRow = result.scalars().one()
-    return row
 
 
 async def _lock_account(session: AsyncSession, citizen: str) -> AccountRow | None:
