@@ -308,13 +308,20 @@ def _year_upsert(dialect: str) -> Any:
     )
 
 
+# Built once, as the upsert above: the citizen is bound at execution.
+_MEDICAL_ACCOUNT_FOR_UPDATE = (
+    select(AccountRow)
+    .where(AccountRow.citizen == bindparam("citizen"))
+    .where(AccountRow.kind == AccountKind.MEDICAL.value)
+    .with_for_update()
+)
+
+
 async def _lock_account(session: AsyncSession, citizen: str) -> AccountRow | None:
     result = await session.exec(
-        select(AccountRow)
-        .where(AccountRow.citizen == citizen)
-        .where(AccountRow.kind == AccountKind.MEDICAL.value)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        _MEDICAL_ACCOUNT_FOR_UPDATE,
+        params={"citizen": citizen},
+        execution_options={"populate_existing": True},
     )
     return result.first()
 
@@ -348,12 +355,18 @@ def _minus(current: YearToDate, delta: YearToDate) -> YearToDate:
 # -- claims ---------------------------------------------------------------------------------
 
 
+_CLAIM_OF_BILL = (
+    select(ClaimRow)
+    .where(ClaimRow.facility == bindparam("facility"))
+    .where(ClaimRow.bill_id == bindparam("bill_id"))
+)
+
+
 async def _claim_of_bill(session: AsyncSession, facility: str, bill_id: str) -> ClaimRow | None:
     result = await session.exec(
-        select(ClaimRow)
-        .where(ClaimRow.facility == facility)
-        .where(ClaimRow.bill_id == bill_id)
-        .execution_options(populate_existing=True)
+        _CLAIM_OF_BILL,
+        params={"facility": facility, "bill_id": bill_id},
+        execution_options={"populate_existing": True},
     )
     return result.first()
 
