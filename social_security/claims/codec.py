@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import fields, is_dataclass
 from datetime import date
 from typing import Any
 
@@ -19,8 +19,18 @@ from social_security.claims.bill import (
 )
 
 
+def _plain(value: Any) -> Any:
+    """``dataclasses.asdict`` for what the codec stores (dataclasses, tuples, scalars), without
+    its deep copies: the same JSON for a fraction of the CPU, twice per settlement."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return value
+
+
 def bill_to_json(bill: Bill) -> str:
-    data = asdict(bill)
+    data = _plain(bill)
     data["service_date"] = bill.service_date.isoformat()
     data["visit_type"] = bill.visit_type.value
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -47,7 +57,7 @@ def bill_digest(bill: Bill) -> str:
 def adjudication_to_json(adjudication: Adjudication, *, before: YearToDate) -> str:
     """The adjudication with the accumulators it started from (a reversal takes back exactly
     what this claim added: ``after - before``)."""
-    data = {"before": asdict(before), "result": asdict(adjudication)}
+    data = {"before": _plain(before), "result": _plain(adjudication)}
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
