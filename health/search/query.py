@@ -129,6 +129,8 @@ class Found:
     resource_type: str
     id: str
     content: str
+    # The Patient whose compartment it is in, as stored with it (health.fhir.compartment).
+    patient_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -395,7 +397,7 @@ def _page_query(spec: SearchSpec, restrict: Restriction | None) -> Select[Any]:
         ids = matching.order_by(*_directions(keys, spec.sort), r.c.id).limit(limit).subquery()
         page_keys = [ids.c[f"s{index}"] for index in range(len(keys))]
         return (
-            select(r.c.resource_type, r.c.id, r.c.content, *page_keys)
+            select(r.c.resource_type, r.c.id, r.c.content, r.c.patient_key, *page_keys)
             .join(ids, and_(r.c.resource_type == resource_type, r.c.id == ids.c.id))
             .order_by(*_directions(page_keys, spec.sort), ids.c.id)
         )
@@ -415,7 +417,7 @@ def _page_query(spec: SearchSpec, restrict: Restriction | None) -> Select[Any]:
     )
     page_columns = [ids.c.id if name == "_id" else ids.c.last_updated for name, _ in spec.sort]
     return (
-        select(r.c.resource_type, r.c.id, r.c.content)
+        select(r.c.resource_type, r.c.id, r.c.content, r.c.patient_key)
         .join(ids, and_(r.c.resource_type == ids.c.resource_type, r.c.id == ids.c.id))
         .order_by(*_directions(page_columns, spec.sort), ids.c.resource_type, ids.c.id)
     )
@@ -495,9 +497,9 @@ async def run(
         rows = await _rows(session, _page_query(spec, restrict))
         has_next = len(rows) > spec.count
         page = rows[: spec.count]
-        matches = [Found(row[0], row[1], row[2]) for row in page]
+        matches = [Found(row[0], row[1], row[2], row[3]) for row in page]
         if page and len(spec.resource_types) == 1:
-            last_key = [*page[-1][3:], page[-1][1]]
+            last_key = [*page[-1][4:], page[-1][1]]
     total: int | None = None
     if spec.total == "accurate" or (not wants_page and spec.total is None):
         total = await count(session, spec, restrict, cap=None)
@@ -597,13 +599,13 @@ async def fetch(
     found: list[Found] = []
     for resource_type in sorted(wanted):
         for chunk in _chunks(sorted(wanted[resource_type])):
-            query = select(r.c.resource_type, r.c.id, r.c.content).where(
+            query = select(r.c.resource_type, r.c.id, r.c.content, r.c.patient_key).where(
                 r.c.resource_type == resource_type, r.c.id.in_(chunk), r.c.deleted == false()
             )
             if restrict is not None:
                 query = query.where(restrict(r))
             rows = await _rows(session, query.order_by(r.c.id))
-            found.extend(Found(row[0], row[1], row[2]) for row in rows)
+            found.extend(Found(row[0], row[1], row[2], row[3]) for row in rows)
     return found
 
 

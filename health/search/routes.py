@@ -14,7 +14,6 @@ import re
 from typing import Annotated, ClassVar
 from urllib.parse import parse_qsl
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import or_
 from starlette.convertors import Convertor, register_url_convertor
@@ -23,7 +22,6 @@ from starlette.responses import Response
 from health import access
 from health.access import check_search
 from health.auditing import Touched, record_accesses
-from health.fhir.compartment import patient_key
 from health.fhir.media import base_url, check_format, fhir_json
 from health.search.bundle import searchset
 from health.search.clauses import Restriction
@@ -132,8 +130,7 @@ async def _screen_and_audit(
     for group in (result.matches, result.included):
         kept = []
         for found in group:
-            resource = orjson.loads(found.content)
-            level = access.level_of(policy, found.resource_type, resource)
+            level = access.stored_level(policy, found.resource_type, found.content)
             purpose = default
             if level >= 4:
                 current = await service.current_or_none(
@@ -146,8 +143,9 @@ async def _screen_and_audit(
                 except Problem:
                     continue  # left out of the page, as if it did not match
             kept.append(found)
-            key = patient_key(resource)
-            touched.append(Touched(found.resource_type, found.id, key, level, purpose))
+            touched.append(
+                Touched(found.resource_type, found.id, found.patient_key, level, purpose)
+            )
         group[:] = kept
     await record_accesses(request, session, touched, action="R", detail="search")
 
