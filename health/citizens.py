@@ -14,10 +14,10 @@ import orjson
 from sqlalchemy import bindparam, false, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from health.fhir.compartment import CITIZEN_SYSTEM
 from health.search.query import find_ids
 from health.store.models import ResourceRow
 
-CITIZEN_SYSTEM = "urn:onecard:citizen"
 # At most this many Patient records are linked to one citizen (several hospitals' records).
 MAX_PATIENTS_PER_CITIZEN = 100
 
@@ -31,12 +31,14 @@ _LINKED_PATIENTS = select(_RESOURCES.c.id, _RESOURCES.c.content).where(
 
 
 def citizen_of(patient: dict[str, Any]) -> str | None:
-    """The pseudonym a Patient resource carries, if any."""
-    for identifier in patient.get("identifier") or []:
-        if identifier.get("system") == CITIZEN_SYSTEM and isinstance(identifier.get("value"), str):
-            value: str = identifier["value"]
-            return value
-    return None
+    """The pseudonym a Patient resource carries, if any; of several (a data error), the least,
+    as a search finds it in the index (health.search.query.citizen_column)."""
+    pseudonyms = [
+        identifier["value"]
+        for identifier in patient.get("identifier") or []
+        if identifier.get("system") == CITIZEN_SYSTEM and isinstance(identifier.get("value"), str)
+    ]
+    return min(pseudonyms) if pseudonyms else None
 
 
 async def patients_of(session: AsyncSession, citizen: str) -> list[str]:

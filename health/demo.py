@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from health.citizens import CITIZEN_SYSTEM
+from health.fhir.compartment import CITIZEN_SYSTEM
 from services.kit.credentials import ClientCredentials
 
 LOINC = "http://loinc.org"

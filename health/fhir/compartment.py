@@ -14,6 +14,10 @@ from typing import Any
 
 from health.fhir.references import reference_target
 
+# The platform's naming system for citizens: a Patient carries its citizen's pseudonymous id
+# (never the national ID number) as an identifier in it (issue 5; health.citizens).
+CITIZEN_SYSTEM = "urn:onecard:citizen"
+
 # compartmentdefinition-patient.html, element paths of each type's parameters, most specific
 # first (the subject before a performer who may also be a patient).
 PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {

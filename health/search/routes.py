@@ -147,7 +147,13 @@ async def _screen_and_audit(
                 Touched(found.resource_type, found.id, found.patient_key, level, purpose)
             )
         group[:] = kept
-    await record_accesses(request, session, touched, action="R", detail="search")
+    citizens = {
+        found.patient_key: found.citizen
+        for group in (result.matches, result.included)
+        for found in group
+        if found.patient_key is not None and found.citizen is not None
+    }
+    await record_accesses(request, session, touched, action="R", detail="search", citizens=citizens)
 
 
 @router.get(

@@ -95,3 +95,28 @@ async def test_a_break_glass_grant_opens_a_search_to_its_hospital_only(
         assert await found(emergency) == {urls["observation"]}
     assert any(r["citizen"] == CITIZEN for r in _entries(caplog))
     assert await found(fhir_auth(client_id="hospital-c")) == set()
+
+
+async def test_a_search_is_audited_per_patient_under_their_citizen(
+    fhir: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One entry per patient of the page (matches and includes), each naming the citizen the
+    Patient is linked to; none for a Patient linked to no one or deleted since."""
+    urls = await _record(fhir)
+    unlinked = (await fhir.post("/fhir/Patient", json={"resourceType": "Patient"})).json()["id"]
+    await fhir.post("/fhir/Observation", json=_observation_of(unlinked))
+    linked = {"system": "urn:onecard:citizen", "value": "cz_gone"}
+    gone = (
+        await fhir.post("/fhir/Patient", json={"resourceType": "Patient", "identifier": [linked]})
+    ).json()["id"]
+    await fhir.post("/fhir/Observation", json=_observation_of(gone))
+    assert (await fhir.delete(f"/fhir/Patient/{gone}")).status_code == 204
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="services.kit.audit"):
+        response = await fhir.get("/fhir/Observation?_include=Observation:subject&_count=50")
+        assert response.status_code == 200, response.text
+    found = {e["resource"]["resourceType"] for e in response.json()["entry"]}
+    assert found == {"Observation", "Patient"}
+    searches = [r for r in _entries(caplog) if r["action"] == "R"]
+    assert sorted((r["citizen"] or "-") for r in searches) == ["-", "-", CITIZEN]
+    assert all(r["purpose"] == "TREAT" for r in searches)

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from health.citizens import CITIZEN_SYSTEM
 from health.consent import CLIENT_SYSTEM, CONSENT_SCOPE_SYSTEM
+from health.fhir.compartment import CITIZEN_SYSTEM
 from services.kit.tokens import sign_access_token
 from tests.health.conftest import FHIR_KEY, ISSUER, fhir_auth
 

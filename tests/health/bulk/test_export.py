@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from health.app import create_app
 from health.bulk import repository
-from health.citizens import CITIZEN_SYSTEM
+from health.fhir.compartment import CITIZEN_SYSTEM
 from health.settings import HealthSettings
 from services.kit.tokens import KeySet, StaticKeySource
 from tests.harness import serve_asgi

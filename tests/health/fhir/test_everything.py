@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from health.citizens import CITIZEN_SYSTEM
+from health.fhir.compartment import CITIZEN_SYSTEM
 from tests.health.conftest import conforms, fhir_auth, synthea_file
 from tests.health.test_who_may_read import HIV, consent, person
 
