@@ -23,6 +23,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,7 @@ from bench.fhir_load import Figures, spread
 from bench.fhir_platform import Platform, platform, servers_answer
 from bench.fhir_scale_data import PLACEHOLDER_AUTHOR, ensure_cached, install
 from bench.loadgen import ConnectionPool, Target, run_fast
+from bench.machine import cpu_seconds, named_cpu_seconds, usable_cpus
 from services.kit.database import Database
 from services.kit.settings import to_async_url
 
@@ -86,18 +88,37 @@ def _matches(p: Platform, token: str, patients: list[str]) -> list[int]:
     return found
 
 
-async def _closed_loop(pools: list[ConnectionPool]) -> tuple[Figures, Figures]:
-    """(concurrency 8, concurrency 1): the second shows a lone search's latency, no queueing."""
+async def _closed_loop(
+    pools: list[ConnectionPool], cpu: Callable[[], dict[str, float]]
+) -> tuple[Figures, Figures, dict[str, float]]:
+    """(concurrency 8, concurrency 1, CPU seconds each process spent on the first): the second
+    shows a lone search's latency, no queueing."""
     warm = await spread(pools, WARMUP, max_seconds=5.0)
     if warm.errors:
         raise BenchmarkError(f"during warm-up: {warm.errors}")
     try:
+        before = cpu()
         busy = await spread(pools, SEARCHES, max_seconds=30.0)
+        spent = {name: seconds - before[name] for name, seconds in cpu().items()}
         lone = await spread(pools[:1], LONE_SEARCHES, max_seconds=15.0)
     finally:
         for pool in pools:
             pool.close()
-    return busy, lone
+    return busy, lone, spent
+
+
+def _cpu_of(p: Platform) -> Callable[[], dict[str, float]]:
+    """CPU seconds so far of each service, the database and Redis servers, and this process."""
+    pids = {n: c.process.pid for n, c in p.launcher.children.items() if c.process}
+
+    def now() -> dict[str, float]:
+        spent = {name: cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
+        spent["PostgreSQL"] = named_cpu_seconds("postgres")
+        spent["Redis"] = named_cpu_seconds("redis-server")
+        spent["load generator"] = time.process_time()
+        return spent
+
+    return now
 
 
 def run(console: Console) -> None:
@@ -158,7 +179,7 @@ def run(console: Console) -> None:
             ]
             before = p.ledger()  # counted over warm-up and both measurements
             try:
-                figures, lone = run_fast(lambda: _closed_loop(pools))
+                figures, lone, spent = run_fast(lambda: _closed_loop(pools, _cpu_of(p)))
             except OSError as exc:
                 raise BenchmarkError(f"lost a server: {exc}{p.casualties()}") from None
             ledger = p.ledger() - before
@@ -196,6 +217,12 @@ def run(console: Console) -> None:
             ledger.per_submission() if verdict else "-",
         )
     console.print(table)
+    searches = figures.requests
+    console.print(
+        f"CPU ms per search at concurrency {CONCURRENCY}: "
+        + ", ".join(f"{name} {seconds / searches * 1e3:.2f}" for name, seconds in spent.items())
+        + f" (all on the same {usable_cpus()} cores; PostgreSQL and Redis: all their processes)"
+    )
     console.print(
         f"- Store: {SIZE:,} resources (re-identified Synthea copies) on {where}.\n"
         f"- {len(patients)} random patients with matches, one per connection; their queries find "

@@ -21,10 +21,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.breaker import CircuitBreaker
-from gateway.transport import AsyncioTransport
 from services.kit.context import current_request_id
 from services.kit.errors import Problem
 from services.kit.topology import ServiceSpec
+from services.kit.transport import AsyncioTransport
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,7 @@ from services.kit.errors import Problem
 from services.kit.protection import policy_of
 from services.kit.sqltypes import utcnow
 from services.kit.tokens import AccessToken
+from services.kit.transport import for_url
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class AuditClient:
         self._http = httpx.AsyncClient(
             base_url=ledger_url.rstrip("/"),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)),
-            transport=transport,
+            transport=transport or for_url(ledger_url, limits=httpx.Limits()),
         )
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()

@@ -102,7 +102,7 @@ async def test_a_search_is_audited_per_patient_under_their_citizen(
 ) -> None:
     """One entry per patient of the page (matches and includes), each naming the citizen the
     Patient is linked to; none for a Patient linked to no one or deleted since."""
-    urls = await _record(fhir)
+    await _record(fhir)
     unlinked = (await fhir.post("/fhir/Patient", json={"resourceType": "Patient"})).json()["id"]
     await fhir.post("/fhir/Observation", json=_observation_of(unlinked))
     linked = {"system": "urn:onecard:citizen", "value": "cz_gone"}
