@@ -92,6 +92,10 @@ async def test_every_service_is_ready_and_the_gateway_reports_each(platform: Lau
     assert through.json() == {"status": "ok", "service": "identity"}
 
 
+# A response cut short (see below), counted beside the status codes.
+CUT = -1
+
+
 async def test_a_killed_service_gives_503_for_its_routes_only_and_comes_back(
     platform: Launcher,
 ) -> None:
@@ -102,7 +106,13 @@ async def test_a_killed_service_gives_503_for_its_routes_only_and_comes_back(
 
     async def traffic(client: httpx.AsyncClient, path: str, label: str) -> None:
         while not stop.is_set():
-            response = await client.get(path)
+            try:
+                response = await client.get(path)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # A response already under way when its service died (the CapabilityStatement
+                # is 190 kB) can only be cut: its status line has left the gateway.
+                outcomes[(label, CUT)] += 1
+                continue
             outcomes[(label, response.status_code)] += 1
 
     async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as client:
@@ -133,8 +143,9 @@ async def test_a_killed_service_gives_503_for_its_routes_only_and_comes_back(
     assert platform.children["health"].restarts == 1
     # While health was down, identity kept answering; nothing anywhere answered 500.
     assert {status for (label, status) in outcomes if label == "identity"} == {200}
-    assert {status for (label, status) in outcomes if label == "health"} <= {200, 503}
+    assert {status for (label, status) in outcomes if label == "health"} <= {200, 503, CUT}
     assert outcomes[("health", 503)] >= 1
+    assert outcomes[("health", CUT)] <= 1  # at most the one in flight at the kill
 
 
 def test_stopping_leaves_no_process_behind(tmp_path: Path) -> None:
