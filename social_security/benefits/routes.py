@@ -26,8 +26,18 @@ from services.kit.errors import Problem, problem_doc
 from services.kit.protection import protection_guard
 from services.kit.sqltypes import utcnow
 from services.kit.tokens import AccessToken
-from social_security.benefits import queries
 from social_security.benefits.pension import MONTHS_DIVISOR_BY_AGE
+from social_security.benefits.queries import (
+    accounts,
+    catalogue,
+    claims,
+    common,
+    contributions,
+    enrolment,
+    medical_year,
+    pension,
+    statement,
+)
 from social_security.benefits.schemas import (
     Cards,
     CardSummary,
@@ -109,7 +119,7 @@ async def _audit(request: Request, token: AccessToken, entity_type: str, entity_
 
 def _today() -> date:
     # Dates the citizen sees (enrolment end, rules in force) are China Standard Time dates.
-    return utcnow().astimezone(queries.CHINA_STANDARD_TIME).date()
+    return utcnow().astimezone(common.CHINA_STANDARD_TIME).date()
 
 
 # -- enrolment, contributions, statement -----------------------------------------------------
@@ -117,7 +127,7 @@ def _today() -> date:
 
 @citizen_router.get("/benefits", summary="My benefits summary: enrolment status in each scheme")
 async def my_enrolments(request: Request, session: SessionDep, token: Citizen) -> Enrolments:
-    answer = await queries.enrolments(session=session, citizen=token.sub, today=_today())
+    answer = await enrolment.enrolments(session=session, citizen=token.sub, today=_today())
     await _audit(request, token, "Enrolment", "enrolments")
     return answer
 
@@ -132,7 +142,7 @@ async def my_contributions(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> ContributionPage:
-    answer = await queries.contributions(
+    answer = await contributions.contributions(
         session=session, citizen=token.sub, scheme=scheme, year=year, limit=limit, offset=offset
     )
     await _audit(request, token, "Contribution", "contributions")
@@ -146,7 +156,7 @@ async def my_contributions(
 async def my_statement(
     request: Request, session: SessionDep, token: Citizen, year: Year
 ) -> YearStatement:
-    answer = await queries.year_statement(session=session, citizen=token.sub, year=year)
+    answer = await statement.year_statement(session=session, citizen=token.sub, year=year)
     await _audit(request, token, "RightsStatement", f"statement/{year}")
     return answer
 
@@ -168,7 +178,7 @@ async def my_pension(
         ),
     ] = 60,
 ) -> Pension:
-    answer = await queries.pension(
+    answer = await pension.pension(
         session=session, citizen=token.sub, retirement_age=retirement_age, today=_today()
     )
     await _audit(request, token, "PensionAccount", "pension")
@@ -184,7 +194,7 @@ async def my_payments(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> PaymentPage:
-    answer = await queries.payments(
+    answer = await contributions.payments(
         session=session, citizen=token.sub, year=year, limit=limit, offset=offset
     )
     await _audit(request, token, "BenefitPayment", "payments")
@@ -200,7 +210,7 @@ async def my_payments(
 async def my_medical_account(
     request: Request, session: SessionDep, token: Citizen, limit: Limit = 50, offset: Offset = 0
 ) -> MedicalAccount:
-    answer = await queries.medical_account(
+    answer = await accounts.medical_account(
         session=session, citizen=token.sub, limit=limit, offset=offset
     )
     await _audit(request, token, "MedicalAccount", "medical-account")
@@ -216,7 +226,7 @@ async def my_claims(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> ClaimPage:
-    answer = await queries.claims(
+    answer = await claims.claims(
         session=session, citizen=token.sub, year=year, limit=limit, offset=offset
     )
     await _audit(request, token, "Claim", "claims")
@@ -230,7 +240,7 @@ async def my_claims(
 async def my_medical_year(
     request: Request, session: SessionDep, token: Citizen, year: Year
 ) -> MedicalYear:
-    answer = await queries.medical_year(
+    answer = await medical_year.medical_year(
         session=session, citizen=token.sub, year=year, today=_today()
     )
     await _audit(request, token, "MedicalYear", f"medical-year/{year}")
@@ -342,7 +352,7 @@ async def search_catalogue(
     q: Annotated[str, Query(min_length=1, max_length=100, description="Start of the name")],
     limit: Annotated[int, Query(ge=1, le=50)] = 20,
 ) -> CatalogueMatches:
-    return await queries.catalogue_search(session=session, prefix=q, limit=limit, today=_today())
+    return await catalogue.catalogue_search(session=session, prefix=q, limit=limit, today=_today())
 
 
 @catalogue_router.get(
@@ -355,7 +365,7 @@ async def catalogue_item(
     _token: CurrentToken,
     code: Annotated[str, Path(min_length=1, max_length=64)],
 ) -> CatalogueEntry:
-    entry = await queries.catalogue_entry(session=session, code=code, today=_today())
+    entry = await catalogue.catalogue_entry(session=session, code=code, today=_today())
     if entry is None:
         raise Problem(404, f"no item with code {code!r} is in the catalogue today")
     return entry
