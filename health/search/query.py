@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from health.fhir.compartment import CITIZEN_SYSTEM
+from health.search.citizen_index import citizen_column
 from health.search.clauses import (
     MAX_VALUES,
     RESOURCES,
@@ -47,7 +47,7 @@ from health.search.clauses import (
 )
 from health.search.cursor import decode_cursor
 from health.search.definitions import definitions
-from health.search.models import TABLES, reference_index, token_index
+from health.search.models import TABLES, reference_index
 from health.search.pinning import pinned_patient
 from services.kit.errors import Problem
 
@@ -330,28 +330,6 @@ def _parse_include(key: str, value: str, *, reverse: bool, iterate: bool) -> Inc
 
 
 # --- Running it -------------------------------------------------------------------------------
-
-
-_CITIZEN_IDENTIFIER = token_index.alias("citizen_identifier")
-
-
-def citizen_column(r: Any) -> Any:
-    """The citizen of the Patient whose compartment each row is in, beside the row: from the
-    Patient's identifier in the citizen system, as the token index holds it (current,
-    undeleted Patients only). A search's audit entries name the citizen without another
-    round trip for the Patients (health.auditing)."""
-    t = _CITIZEN_IDENTIFIER
-    return (
-        select(func.min(t.c.code))
-        .where(
-            t.c.resource_type == "Patient",
-            t.c.resource_id == r.c.patient_key,
-            t.c.param == "identifier",
-            t.c.system == CITIZEN_SYSTEM,
-        )
-        .scalar_subquery()
-        .label("citizen")
-    )
 
 
 async def _rows(session: AsyncSession, query: Executable) -> list[tuple[Any, ...]]:

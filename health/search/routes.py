@@ -127,6 +127,8 @@ async def _screen_and_audit(
         access.TREATMENT if reader.institution or not reader.own_app else (access.PATIENT_REQUEST)
     )
     touched: list[Touched] = []
+    # Each kept record's patient and its citizen, as the page query found them.
+    citizens: dict[str, str] = {}
     for group in (result.matches, result.included):
         kept = []
         for found in group:
@@ -146,13 +148,9 @@ async def _screen_and_audit(
             touched.append(
                 Touched(found.resource_type, found.id, found.patient_key, level, purpose)
             )
+            if found.patient_key is not None and found.citizen is not None:
+                citizens[found.patient_key] = found.citizen
         group[:] = kept
-    citizens = {
-        found.patient_key: found.citizen
-        for group in (result.matches, result.included)
-        for found in group
-        if found.patient_key is not None and found.citizen is not None
-    }
     await record_accesses(request, session, touched, action="R", detail="search", citizens=citizens)
 
 

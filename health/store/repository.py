@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, false, func, insert, literal, tuple_, update
+from sqlalchemy import Row, bindparam, func, insert, literal, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from health.search.citizen_index import citizen_column
 from health.store.models import ResourceRow, ResourceVersionRow
 from services.kit.sqltypes import UtcDateTime
 
@@ -70,32 +71,20 @@ async def current(
     return result.first()
 
 
-_PATIENT = _RESOURCES.alias("patient")
-# The current row and, beside it as ``patient_content``, the current (undeleted) Patient whose
-# compartment it is in: a read by id is audited under that Patient's citizen, and asking for
-# both at once saves the read a second round trip to the database.
-_CURRENT_WITH_PATIENT = _CURRENT.add_columns(
-    _PATIENT.c.content.label("patient_content")
-).select_from(
-    _RESOURCES.outerjoin(
-        _PATIENT,
-        and_(
-            _PATIENT.c.resource_type == "Patient",
-            _PATIENT.c.id == _RESOURCES.c.patient_key,
-            _PATIENT.c.deleted == false(),
-        ),
-    )
-)
+# The current row and, beside it as ``citizen``, the citizen of the Patient whose compartment
+# it is in (health.search.citizen_index): a read by id is audited under that citizen, and
+# asking for both at once saves the read a second round trip to the database.
+_CURRENT_WITH_CITIZEN = _CURRENT.add_columns(citizen_column(_RESOURCES))
 
 
-async def current_with_patient(
+async def current_with_citizen(
     session: AsyncSession, *, resource_type: str, resource_id: str
 ) -> Row[Any] | None:
-    """:func:`current`, with the content of its Patient (None: in no patient's compartment,
-    or that Patient is not stored, or deleted)."""
+    """:func:`current`, with its patient's citizen (None: in no patient's compartment, or
+    that Patient is linked to no citizen, or is not stored, or deleted)."""
     connection = await session.connection()
     result = await connection.execute(
-        _CURRENT_WITH_PATIENT, {"resource_type": resource_type, "resource_id": resource_id}
+        _CURRENT_WITH_CITIZEN, {"resource_type": resource_type, "resource_id": resource_id}
     )
     return result.first()
 

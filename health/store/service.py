@@ -19,7 +19,6 @@ import jsonpatch
 from sqlalchemy import Row
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from health.citizens import citizen_in
 from health.fhir.outcome import Issue, fhir_problem
 from health.fhir.validation import check_id, validate_resource
 from health.search.query import find_ids
@@ -105,15 +104,14 @@ async def read_with_citizen(
     """:func:`read`, with the citizen whose record it is as ``citizens_of`` would answer for
     its patient (empty when it is no patient's, or the patient is linked to no citizen), for
     the read's audit entry: one statement instead of a read and then a lookup of the patient."""
-    found = await repository.current_with_patient(
+    found = await repository.current_with_citizen(
         session, resource_type=resource_type, resource_id=resource_id
     )
     row = _readable(found, resource_type, resource_id)
     version = Version.of(row)
-    citizen = citizen_in(row.patient_content) if row.patient_content else None
-    if version.patient_key is None or citizen is None:
+    if version.patient_key is None or row.citizen is None:
         return version, {}
-    return version, {version.patient_key: citizen}
+    return version, {version.patient_key: row.citizen}
 
 
 def _readable(row: Row[Any] | None, resource_type: str, resource_id: str) -> Row[Any]:

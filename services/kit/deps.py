@@ -9,6 +9,7 @@ from fastapi import Depends, Request, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.kit.app import Runtime, app_runtime
+from services.kit.database import Database
 from services.kit.redis import RedisConnection
 
 
@@ -16,21 +17,22 @@ async def get_runtime(request: Request) -> Runtime:
     return app_runtime(request)
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+def _database(request: Request) -> Database:
     db = app_runtime(request).db
     if db is None:
         raise RuntimeError("this service owns no database")
+    return db
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     # A context manager, not a nested generator: the route's exception must reach it so the
     # transaction is rolled back and the connection returned now, not when GC finds it.
-    async with db.unit_of_work() as session:
+    async with _database(request).unit_of_work() as session:
         yield session
 
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    db = app_runtime(request).db
-    if db is None:
-        raise RuntimeError("this service owns no database")
-    async with db.reader() as session:
+    async with _database(request).reader() as session:
         yield session
 
 
