@@ -122,11 +122,14 @@ class RedisConnection:
         self.embedded = embedded
         # A blocking pool: a burst of more concurrent requests than connections waits for a
         # free one (up to the timeout) instead of failing with "Too many connections", which
-        # would turn a token's revocation check into a 503 under load.
+        # would turn a token's revocation check into a 503 under load. Connecting may take as
+        # long as waiting for a pooled connection: a burst of 50 requests opened 50 connections
+        # at once to the embedded Redis on a loaded 2-core machine, and most missed a 1 s
+        # connect timeout (a fresh-clone CI run; each became a 503).
         self.pool = aioredis.BlockingConnectionPool.from_url(
             url,
             socket_timeout=2.0,
-            socket_connect_timeout=1.0,
+            socket_connect_timeout=2.0,
             health_check_interval=30,
             max_connections=64,
             timeout=2.0,
