@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
 from starlette.requests import Request
 
 from services.kit.audit_record import Agent, AuditRecord
@@ -37,7 +38,6 @@ from services.kit.errors import Problem
 from services.kit.protection import policy_of
 from services.kit.sqltypes import utcnow
 from services.kit.tokens import AccessToken
-from services.kit.transport import for_url
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +83,17 @@ class AuditClient:
         max_batch: int = 200,
         max_in_flight: int = 1,
         backlog_limit: int = 20_000,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.timeout = timeout
         self.max_batch = max_batch
         self.backlog_limit = backlog_limit
         self._tokens = tokens
-        self._http = httpx.AsyncClient(
-            base_url=ledger_url.rstrip("/"),
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)),
-            transport=transport or for_url(ledger_url, limits=httpx.Limits()),
-        )
+        self._entries_url = ledger_url.rstrip("/") + ENTRIES_PATH
+        # aiohttp, not httpx: a submission is on the path of every audited request, and
+        # aiohttp's client (its HTTP parser in C) spent about 75 µs of CPU per small JSON POST
+        # where httpx spent about 440, measured side by side at concurrency 8 on one machine.
+        # Made on first use: an aiohttp session belongs to the event loop that runs it.
+        self._http: aiohttp.ClientSession | None = None
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -146,7 +146,8 @@ class AuditClient:
             else:
                 log.warning("audit.dropped", extra={"entry_id": pending.record.entry_id})
         self._queue.clear()
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
         close = getattr(self._tokens, "aclose", None)
         if close is not None:
             await close()
@@ -218,31 +219,32 @@ class AuditClient:
         """(None, _) once the ledger acknowledged every entry of ``batch``; else why not, and
         whether trying again later may help."""
         deadline = time.monotonic() + self.timeout
-        body = {"entries": [p.record.model_dump(mode="json", exclude_none=True) for p in batch]}
+        # pydantic serializes each entry (its JSON mode: what model_dump(mode="json") gives).
+        body = b'{"entries":[%s]}' % b",".join(
+            p.record.model_dump_json(exclude_none=True).encode() for p in batch
+        )
         refresh = False
         delay = 0.05
         while True:
             try:
                 token = await self._tokens(refresh)
-                response = await self._http.post(
-                    ENTRIES_PATH, json=body, headers={"Authorization": f"Bearer {token}"}
-                )
-            except (httpx.HTTPError, OSError) as exc:
+                status, answer = await self._post(body, token)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 reason = f"ledger unreachable: {type(exc).__name__}"
             except TokenUnavailable as exc:
                 reason = str(exc)
             else:
-                if response.status_code in (200, 201):
-                    return self._check_receipts(batch, response.json()), True
-                if response.status_code == 401 and not refresh:
+                if status in (200, 201):
+                    return self._check_receipts(batch, _json_or_none(answer)), True
+                if status == 401 and not refresh:
                     refresh = True  # an expired or rotated token: one fresh try at once
                     continue
-                reason = f"ledger answered {response.status_code}"
-                if response.status_code < 500 and response.status_code != 429:
+                reason = f"ledger answered {status}"
+                if status < 500 and status != 429:
                     # A refusal will not change on retry: a bug or a misconfiguration.
                     log.error(
                         "audit.refused",
-                        extra={"status": response.status_code, "detail": response.text[:300]},
+                        extra={"status": status, "detail": answer[:300].decode(errors="replace")},
                     )
                     return reason, False
             if time.monotonic() + delay > deadline:
@@ -250,12 +252,31 @@ class AuditClient:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
+    async def _post(self, body: bytes, token: str) -> tuple[int, bytes]:
+        """One submission: the ledger's status and body."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=min(self.timeout, 1.0)),
+                connector=aiohttp.TCPConnector(limit=0),
+                trust_env=False,
+            )
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        async with self._http.post(self._entries_url, data=body, headers=headers) as response:
+            return response.status, await response.read()
+
     @staticmethod
     def _check_receipts(batch: list[_Pending], body: Any) -> str | None:
         receipts = body.get("receipts") if isinstance(body, dict) else None
         stored = {r.get("entry_id") for r in receipts or () if isinstance(r, dict)}
         missing = [p.record.entry_id for p in batch if p.record.entry_id not in stored]
         return f"no receipt for {len(missing)} entries" if missing else None
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
 
 
 # --- Building records -----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """httpx's transport for calls between the platform's own processes (the gateway's upstream
-pools, each service's audit client to the ledger), on an asyncio-native network backend.
+pools), on an asyncio-native network backend.
 
 httpx and httpcore stay what sends (the pool, HTTP/1.1 with h11, timeouts, the exceptions
 the gateway maps to 503/504); only the bottom layer, moving bytes on a socket, is replaced
@@ -20,8 +20,7 @@ Measured (``make bench`` and an httpx-only loop at concurrency 8 on the same mac
 about 500 to 345 µs per request.
 
 Plain HTTP only: an ``https`` upstream keeps httpcore's default backend (TLS included).
-The audit client moved onto it too: its submissions were about an eighth of the FHIR store's
-CPU per search in anyio and httpcore (profiled on the 1M-resource search benchmark).
+(The audit client used it too, until it moved to aiohttp: see services/kit/audit.py.)
 """
 
 from __future__ import annotations
@@ -207,9 +206,3 @@ class AsyncioTransport(httpx.AsyncHTTPTransport):
             http2=False,
             network_backend=_Backend(),
         )
-
-
-def for_url(url: str, *, limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
-    """This transport for a plain ``http://`` URL; None (httpx's default, TLS included) for any
-    other."""
-    return AsyncioTransport(limits=limits) if url.startswith("http://") else None
