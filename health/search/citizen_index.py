@@ -9,6 +9,7 @@ citizen identifiers on one Patient (a data error), the least is taken, everywher
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
@@ -24,6 +25,9 @@ _OF_CITIZEN_SYSTEM = (
 )
 
 
+# Built once per resources table or alias (a statement element is immutable, so one serves
+# every statement): the store passes only its resources table, on every search.
+@lru_cache(maxsize=8)
 def citizen_column(r: Any) -> Any:
     """A column ``citizen``: the citizen of the Patient whose compartment each row of the
     resources alias ``r`` is in (None: no patient's, or a Patient linked to no one)."""
