@@ -218,32 +218,32 @@ def token_condition(
     return and_(system_column == system, code_column == code)
 
 
+def _contained(low: Any, high: Any, column_low: Any, column_high: Any) -> ColumnElement[bool]:
+    return and_(column_low >= low, column_high <= high)
+
+
+# FHIR R4 search.html#prefix on ranges, one builder per prefix: only the prefix's own condition
+# is built (each SQL expression costs microseconds, on every search).
+_RANGE_PREFIXES: dict[str, Callable[[Any, Any, Any, Any], ColumnElement[bool]]] = {
+    "eq": _contained,
+    "ne": lambda low, high, cl, ch: not_(_contained(low, high, cl, ch)),
+    # the range above (below) the search value intersects the target's range
+    "gt": lambda low, high, cl, ch: ch > high,
+    "lt": lambda low, high, cl, ch: cl < low,
+    "ge": lambda low, high, cl, ch: or_(ch > high, _contained(low, high, cl, ch)),
+    "le": lambda low, high, cl, ch: or_(cl < low, _contained(low, high, cl, ch)),
+    # starts after / ends before: no overlap at all
+    "sa": lambda low, high, cl, ch: cl > high,
+    "eb": lambda low, high, cl, ch: ch < low,
+}
+
+
 def range_condition(
     prefix: str, low: Any, high: Any, column_low: Any, column_high: Any
 ) -> ColumnElement[bool]:
-    """FHIR R4 search.html#prefix on ranges: the search range [low, high] against the
-    target's [column_low, column_high] (both inclusive). Only the prefix's own condition is
-    built: building each SQL expression costs microseconds on every search."""
-    if prefix in ("eq", "ne", "ge", "le"):
-        contained = and_(column_low >= low, column_high <= high)
-        if prefix == "eq":
-            return contained
-        if prefix == "ne":
-            return not_(contained)
-        # the range above (below) the search value intersects the target's range, or holds it
-        if prefix == "ge":
-            return or_(column_high > high, contained)
-        return or_(column_low < low, contained)
-    if prefix == "gt":
-        return column_high > high  # type: ignore[no-any-return]
-    if prefix == "lt":
-        return column_low < low  # type: ignore[no-any-return]
-    # starts after / ends before: no overlap at all
-    if prefix == "sa":
-        return column_low > high  # type: ignore[no-any-return]
-    if prefix == "eb":
-        return column_high < low  # type: ignore[no-any-return]
-    raise KeyError(prefix)
+    """The search range [low, high] against the target's [column_low, column_high] (both
+    inclusive), as ``prefix`` compares them."""
+    return _RANGE_PREFIXES[prefix](low, high, column_low, column_high)
 
 
 def date_condition(name: str, value: str, column_low: Any, column_high: Any) -> ColumnElement[bool]:
@@ -268,23 +268,28 @@ def number_condition(
     if found is None:
         raise bad(name, f"{text!r} is not a number")
     number, low, high = found
-    # eq: within the precision of the value as written (search.html#number); ap: within 10%.
-    # Only the prefix's own condition is built (see range_condition).
-    if prefix in ("eq", "ne"):
-        within = and_(column_low >= low, column_high < high)
-        return within if prefix == "eq" else not_(within)
-    if prefix in ("gt", "sa"):
-        return column_high > number  # type: ignore[no-any-return]
-    if prefix in ("lt", "eb"):
-        return column_low < number  # type: ignore[no-any-return]
-    if prefix == "ge":
-        return column_high >= number  # type: ignore[no-any-return]
-    if prefix == "le":
-        return column_low <= number  # type: ignore[no-any-return]
-    if prefix == "ap":
-        spread = abs(number) / 10
-        return and_(column_low <= number + spread, column_high >= number - spread)
-    raise KeyError(prefix)
+    return _NUMBER_PREFIXES[prefix](number, low, high, column_low, column_high)
+
+
+def _within(low: Any, high: Any, column_low: Any, column_high: Any) -> ColumnElement[bool]:
+    return and_(column_low >= low, column_high < high)
+
+
+# eq: within the precision of the value as written (search.html#number); ap: within 10%. One
+# builder per prefix, as for ranges.
+_NUMBER_PREFIXES: dict[str, Callable[[Any, Any, Any, Any, Any], ColumnElement[bool]]] = {
+    "eq": lambda number, low, high, cl, ch: _within(low, high, cl, ch),
+    "ne": lambda number, low, high, cl, ch: not_(_within(low, high, cl, ch)),
+    "gt": lambda number, low, high, cl, ch: ch > number,
+    "sa": lambda number, low, high, cl, ch: ch > number,
+    "lt": lambda number, low, high, cl, ch: cl < number,
+    "eb": lambda number, low, high, cl, ch: cl < number,
+    "ge": lambda number, low, high, cl, ch: ch >= number,
+    "le": lambda number, low, high, cl, ch: cl <= number,
+    "ap": lambda number, low, high, cl, ch: and_(
+        cl <= number + abs(number) / 10, ch >= number - abs(number) / 10
+    ),
+}
 
 
 def quantity_condition(
