@@ -16,6 +16,7 @@ Keys, under the service's Redis prefix:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -23,8 +24,53 @@ from services.kit.redis import RedisConnection
 from services.kit.tokens import DEFAULT_LEEWAY, AccessToken, TokenError
 
 
+class _SharedLookups:
+    """Concurrent lookups share MGETs: while one is in flight, the lookups that arrive wait and
+    then go out together in the next, so a busy service pays one Redis round trip (about a
+    tenth of a millisecond of the client's CPU) for several requests instead of one each.
+
+    No lookup joins an MGET sent before it was asked for: each still sees every revocation
+    written before its request arrived ("refused on the next request").
+    """
+
+    def __init__(self, redis: RedisConnection) -> None:
+        self.redis = redis
+        self._waiting: list[tuple[list[str], asyncio.Future[list[bytes | str | None]]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def get(self, keys: list[str]) -> list[bytes | str | None]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[list[bytes | str | None]] = loop.create_future()
+        self._waiting.append((keys, answer))
+        if self._sender is None or self._sender.done() or self._sender.get_loop() is not loop:
+            self._sender = loop.create_task(self._send())
+        return await answer
+
+    async def _send(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                values = await self.redis.client.mget([key for keys, _ in batch for key in keys])
+            except BaseException as exc:
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    for _, answer in self._waiting:
+                        answer.cancel()
+                    self._waiting = []
+                    raise
+                continue
+            start = 0
+            for keys, answer in batch:
+                if not answer.done():  # a caller that gave up (timeout, hung-up client)
+                    answer.set_result(values[start : start + len(keys)])
+                start += len(keys)
+
+
 class Revocations:
-    """Writes and checks revocation status; :meth:`check` costs one Redis round trip."""
+    """Writes and checks revocation status; :meth:`check` costs one Redis round trip, shared
+    with the checks of concurrent requests."""
 
     def __init__(
         self,
@@ -37,6 +83,7 @@ class Revocations:
         # Verifiers accept a token until exp + leeway, so its revocation must outlive that.
         self.leeway = leeway
         self._clock = clock
+        self._lookups = _SharedLookups(redis)
 
     def _jti_key(self, jti: str) -> str:
         return self.redis.key("revoked", "jti", jti)
@@ -81,8 +128,9 @@ class Revocations:
             keys.append(self._sid_key(token.sid))
         if token.card is not None:
             keys.append(self._card_key(token.card))
-        # One MGET: a request pays a single round trip however many of these apply.
-        values = await self.redis.client.mget(keys)
+        # One MGET, shared with concurrent checks: a request pays at most one round trip
+        # however many of these apply.
+        values = await self._lookups.get(keys)
         if values[0] is not None:
             raise TokenError("token revoked")
         index = 1

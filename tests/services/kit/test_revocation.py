@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.kit.redis import RedisConnection, connect
 from services.kit.revocation import Revocations
@@ -124,6 +126,78 @@ async def test_a_check_is_one_redis_round_trip(
     monkeypatch.setattr(redis.client, "execute_command", spy)
     await revocations.check(await token(sid="s-1", card="C-1"))
     assert commands == ["MGET"]
+
+
+async def test_concurrent_checks_share_round_trips_and_each_gets_its_own_answer(
+    redis: RedisConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    revocations = Revocations(redis)
+    tokens = [await token(sid=f"s-{i}", card=f"C-{i}") for i in range(20)]
+    await revocations.revoke_token(tokens[3].jti, tokens[3].exp)
+    await revocations.revoke_session("s-7", tokens[7].exp)
+    await revocations.set_card_status("C-11", "suspended")
+    commands: list[str] = []
+    execute: Callable[..., Awaitable[Any]] = redis.client.execute_command
+
+    async def spy(*args: Any, **options: Any) -> Any:
+        commands.append(str(args[0]))
+        return await execute(*args, **options)
+
+    monkeypatch.setattr(redis.client, "execute_command", spy)
+
+    async def outcome(checked: AccessToken) -> str:
+        try:
+            await revocations.check(checked)
+        except TokenError as exc:
+            return exc.reason
+        return "ok"
+
+    outcomes = await asyncio.gather(*(outcome(t) for t in tokens))
+    expected = ["ok"] * 20
+    expected[3], expected[7], expected[11] = (
+        "token revoked",
+        "session ended",
+        "card C-11 is suspended",
+    )
+    assert outcomes == expected
+    # All twenty were asked for before the first MGET went out: they share it.
+    assert commands == ["MGET"]
+
+
+async def test_a_revocation_reaches_the_checks_that_come_after_it_while_others_are_in_flight(
+    redis: RedisConnection,
+) -> None:
+    revocations = Revocations(redis)
+    checked = await token()
+    in_flight = asyncio.gather(*(revocations.check(checked) for _ in range(5)))
+    await revocations.revoke_token(checked.jti, checked.exp)
+    assert await reason(revocations, checked) == "token revoked"
+    await asyncio.gather(in_flight, return_exceptions=True)
+
+
+async def test_a_check_that_gives_up_leaves_the_others_answered(redis: RedisConnection) -> None:
+    revocations = Revocations(redis)
+    checks = [asyncio.ensure_future(revocations.check(await token())) for _ in range(5)]
+    checks[2].cancel()
+    results = await asyncio.gather(*checks, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 2] == [None] * 4
+
+
+async def test_when_redis_fails_every_waiting_check_fails(
+    redis: RedisConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    revocations = Revocations(redis)
+
+    async def broken(*args: Any, **options: Any) -> Any:
+        raise RedisConnectionError("Redis is gone")
+
+    monkeypatch.setattr(redis.client, "execute_command", broken)
+    tokens = [await token() for _ in range(5)]
+    results = await asyncio.gather(*(revocations.check(t) for t in tokens), return_exceptions=True)
+    assert all(isinstance(r, RedisConnectionError) for r in results)
+    monkeypatch.undo()
+    await revocations.check(await token())  # and the next check goes out again
 
 
 async def test_status_is_namespaced_by_the_service_prefix(
