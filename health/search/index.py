@@ -92,7 +92,11 @@ async def _insert(connection: AsyncConnection, table: Table, rows: list[Row]) ->
             table.name, records=[tuple(row[c] for c in columns) for row in rows], columns=columns
         )
         return
-    await connection.execute(insert(table), rows)
+    await connection.execute(_INSERTS[table.name], rows[0] if len(rows) == 1 else rows)
+
+
+# Built once (each write used to build and compile-key its INSERT anew).
+_INSERTS = {table.name: insert(table) for table in TABLES.values()}
 
 
 def index_rows(items: Iterable[Indexed]) -> dict[str, list[Row]]:
