@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -27,7 +27,7 @@ from gateway.admission import (
     peer_address,
 )
 from gateway.breaker import CircuitBreaker
-from gateway.proxy import Upstream
+from gateway.proxy import Upstream, failure_name
 from gateway.ratelimit import Limit, RateLimiter
 from gateway.routing import Dispatcher
 from gateway.settings import GatewaySettings
@@ -39,6 +39,13 @@ from services.kit.protection import ProtectionPolicy, ProtectionRefused, Refusal
 from services.kit.tokens import JwksSource
 
 HEALTH_PROBE_TIMEOUT = 1.0
+# Each step of a probe (a connection, the answer's bytes) within the probe timeout, as before.
+_PROBE_TIMEOUTS = aiohttp.ClientTimeout(
+    total=None,
+    connect=HEALTH_PROBE_TIMEOUT,
+    sock_connect=HEALTH_PROBE_TIMEOUT,
+    sock_read=HEALTH_PROBE_TIMEOUT,
+)
 
 
 @dataclass
@@ -115,7 +122,7 @@ def create_app(
     async def stop(app: FastAPI) -> None:
         state: GatewayState | None = getattr(app.state, "gateway", None)
         if state is not None:
-            await asyncio.gather(*(u.client.aclose() for u in state.upstreams.values()))
+            await asyncio.gather(*(u.aclose() for u in state.upstreams.values()))
         if getattr(app.state, "jwks", None) is not None:
             await app.state.jwks.aclose()
 
@@ -178,12 +185,14 @@ async def gateway_health(request: Request) -> dict[str, Any]:
     async def probe(upstream: Upstream) -> dict[str, Any]:
         report: dict[str, Any] = {"url": upstream.base_url, "circuit": str(upstream.breaker.state)}
         try:
-            response = await upstream.client.get("/healthz", timeout=HEALTH_PROBE_TIMEOUT)
-            report["status"] = (
-                "up" if response.status_code == 200 else f"http {response.status_code}"
-            )
-        except httpx.HTTPError as exc:
-            report["status"] = f"down ({type(exc).__name__})"
+            # Over the service's own pool: a probe that gets through says forwarding would too.
+            async with upstream.session.get(
+                upstream.base_url + "/healthz", timeout=_PROBE_TIMEOUTS, allow_redirects=False
+            ) as response:
+                await response.read()  # read to the end, so the connection returns to the pool
+            report["status"] = "up" if response.status == 200 else f"http {response.status}"
+        except aiohttp.ClientError as exc:
+            report["status"] = f"down ({failure_name(exc)})"
         return report
 
     names = list(state.upstreams)

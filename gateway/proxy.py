@@ -4,27 +4,35 @@ What crosses unchanged: method, path, query, body, the caller's ``Authorization`
 (services decide on the user's own token, DESIGN.md). What the gateway adds: ``X-Request-ID``
 and the RFC 7239-style ``X-Forwarded-*`` headers so services can build absolute URLs (FHIR
 paging links start with the base URL the client used). Nothing else: the gateway's shared HTTP
-client contributes no headers (user agent, accepted encodings) and keeps no cookies of its own.
+client contributes no headers (user agent, accepted encodings, a content type) and keeps no
+cookies of its own.
+
+The client is aiohttp, one session (one connection pool) per service, its HTTP parser in C.
+httpx, httpcore and h11 were about half of the gateway's CPU per forwarded request (py-spy);
+with aiohttp the gateway's CPU per forwarded POST of a small JSON body went from about 500 to
+about 210 µs (concurrency 8, old and new side by side in interleaved rounds on one machine).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
-from http.cookiejar import Cookie, CookieJar
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
+import certifi
+from aiohttp import hdrs
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
+from yarl import URL
 
 from gateway.breaker import CircuitBreaker
 from services.kit.context import current_request_id
 from services.kit.errors import Problem
 from services.kit.topology import ServiceSpec
-from services.kit.transport import AsyncioTransport
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +75,10 @@ _RESPONSE_SKIP = frozenset(
 # RFC 9110 section 9.2.2: these may be repeated without changing the outcome.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Failures of the connection itself (refused, reset, dropped before an answer, a stale pooled
-# connection): a retry of an idempotent request on a fresh connection may well succeed.
-_RETRYABLE = (httpx.NetworkError, httpx.RemoteProtocolError)
+# connection) and an answer that is not HTTP (aiohttp reports a malformed one as a response
+# error): a retry of an idempotent request on a fresh connection may well succeed. The
+# timeouts are connection errors to aiohttp too, so they are told apart first.
+_RETRYABLE = (aiohttp.ClientConnectionError, aiohttp.ClientResponseError)
 # What may stand unescaped in a forwarded path (RFC 3986 pchar and "/"), or in a query (plus
 # "?"); "%" keeps the escapes the caller made. Anything else is percent-encoded.
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
@@ -76,34 +86,78 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 # A response body of at most this many bytes, its length known, is relayed without watching
 # for the caller hanging up: it ends within the read timeout anyway, and the watch costs a task.
 _SMALL_BODY = 64 * 1024
+# Fields aiohttp would add to every request on its own (RFC 9110 sections 10.1.5, 12.5.1,
+# 12.5.3, 8.3): the service is to see the caller's, or none. Host it adds too; the gateway
+# states that one itself (Upstream.host).
+_NO_AUTO_HEADERS = frozenset(
+    {hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE}
+)
+# RFC 9110 section 8.6: a request without content carries no Content-Length unless its method
+# anticipates content. For these methods the gateway says "0", as it always did (httpx's rule).
+_CONTENT_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Bounds on a response's head. h11 (the gateway's parser before aiohttp) bounded only the
+# whole head, at 100 KiB under httpcore; aiohttp bounds each line and field (8190 bytes by
+# default) and their number (128), which a service's long Link or many Set-Cookie fields
+# could pass. So one field may take the whole former budget, and the count is generous.
+_MAX_FIELD_BYTES = 100 * 1024
+_MAX_FIELDS = 1024
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-class _NoCookies(CookieJar):
-    """The gateway's clients are shared by every caller: a cookie a service sets belongs to
-    the caller it answered, so the gateway never keeps one (it would send it for the next)."""
-
-    def set_cookie(self, cookie: Cookie) -> None:
-        return None
-
-    def extract_cookies(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-# Connections kept open to one service between requests. httpcore's pool scans its connections
-# twice per request, in quadratic time over the idle ones, so a pool that grew in a burst and
-# kept every connection made each later request pay for it; past this many idle connections,
-# the pool closes them. Sized for the concurrency a gateway sustains per service (the benchmark
-# runs 8); a burst still opens up to MAX_CONNECTIONS.
-MAX_KEEPALIVE = 16
+# Connections kept open to one service: a burst opens up to MAX_CONNECTIONS, and each is
+# closed once it has been idle for KEEPALIVE_SECONDS (aiohttp reuses the longest idle first,
+# so after a burst the pool shrinks only when traffic leaves connections idle that long).
+# That is shorter than the services' own idle limit (uvicorn closes a connection idle for
+# 5 s), so the gateway lets go first rather than send on a connection the service is closing
+# at that moment (RFC 9112 section 9.6): a retry would save an idempotent request, but a POST
+# would fail with 503. aiohttp's pool hands out a connection in constant time however many
+# are idle (httpcore's scanned them all, which is why the pool used to keep at most 16).
 MAX_CONNECTIONS = 200
+KEEPALIVE_SECONDS = 4.0
+
+
+class _Request(aiohttp.ClientRequest):
+    """aiohttp's request, minus two things its options cannot turn off.
+
+    - "Content-Length: 0" on a bodiless request of a method other than GET, HEAD, OPTIONS and
+      TRACE (a DELETE, say). The gateway states the framing itself (:func:`_forward_headers`):
+      RFC 9110 section 8.6, a request without content says nothing of its length unless its
+      method anticipates content.
+    - Waiting for "100 Continue" before sending the body when the caller's request carried
+      "Expect: 100-continue" (forwarded, RFC 9110 section 10.1.1). The body goes out as the
+      caller sends it, as it always did, which that section allows: a service that never
+      answers 100 (not every server does) would otherwise hold the request for ever, no
+      timeout running until the body is sent. The caller got its own 100 from the gateway's
+      server once the body was asked for.
+    """
+
+    def update_body_from_data(self, body: Any, _stacklevel: int = 3) -> None:
+        stated = hdrs.CONTENT_LENGTH in self.headers
+        super().update_body_from_data(body)
+        if body is None and not stated:
+            self.headers.popall(hdrs.CONTENT_LENGTH, None)
+
+    def update_expect_continue(self, expect: bool = False) -> None:
+        return None
+
+
+def _tls_context() -> ssl.SSLContext:
+    """TLS for an https service, as the gateway's httpx transport set it up: certificates
+    verified against certifi's CA bundle (the environment's SSL_CERT_* ignored, like every
+    other setting from the environment), HTTP/1.1 offered by ALPN (RFC 7301)."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 class Upstream:
-    """One service as the gateway sees it: its pool of connections and its circuit breaker."""
+    """One service as the gateway sees it: its pool of connections and its circuit breaker.
+
+    Built in the gateway's lifespan: an aiohttp session belongs to the running event loop.
+    """
 
     def __init__(
         self,
@@ -118,29 +172,49 @@ class Upstream:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.breaker = breaker
-        limits = httpx.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
+        origin = URL(self.base_url)
+        # What the service sees as Host: its own authority, the port left out when it is the
+        # scheme's default (RFC 9110 section 7.2), as httpx sent it.
+        host = origin.host_port_subcomponent
+        if host is None:
+            raise ValueError(f"the {spec.name} service's URL has no host: {base_url!r}")
+        self.host = host
+        connector = aiohttp.TCPConnector(
+            limit=MAX_CONNECTIONS,
+            limit_per_host=MAX_CONNECTIONS,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            # A new connection looks the name up afresh, as before: no cache to go stale when
+            # a service moves.
+            use_dns_cache=False,
+            ssl=_tls_context() if origin.scheme == "https" else True,
         )
-        timeouts = httpx.Timeout(timeout, connect=connect_timeout, pool=connect_timeout)
-        # Forwarding sends through the client's transport itself: AsyncClient.send adds auth
-        # flows, redirect handling, a cookie jar (rebuilt as a urllib request for every
-        # response) and a log line, none of which a gateway may use, for 50-75 µs of CPU per
-        # request (measured). The timeouts travel as the request extension AsyncClient sets.
-        self.transport: httpx.AsyncBaseTransport = (
-            AsyncioTransport(limits=limits)
-            if self.base_url.startswith("http://")
-            else httpx.AsyncHTTPTransport(limits=limits, trust_env=False, http2=False)
+        # connect_timeout bounds getting a connection: waiting for a free one from the pool,
+        # then opening one (TLS included); ``timeout`` bounds each wait for the service's
+        # bytes once the request is sent, the head and every chunk of the body alike. No
+        # total: a long download that keeps moving is no timeout.
+        self.timeouts = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=timeout
         )
-        self.timeouts = timeouts.as_dict()
-        # The same pool, for the gateway's own calls (its /healthz probes); it owns and closes
-        # the transport.
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=timeouts,
-            transport=self.transport,
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self.timeouts,
+            # The session is shared by every caller: a cookie a service sets belongs to the
+            # caller it answered, so the gateway never keeps one (it would send it for the next).
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=_NO_AUTO_HEADERS,
+            # Bodies pass as the service encoded them (Content-Encoding is end to end).
+            auto_decompress=False,
             trust_env=False,
-            cookies=_NoCookies(),
+            request_class=_Request,
+            max_line_size=_MAX_FIELD_BYTES,
+            max_field_size=_MAX_FIELD_BYTES,
+            max_headers=_MAX_FIELDS,
         )
+        # aiohttp resends an idempotent request once, on its own, when a connection fails
+        # (a reused one most of all). The gateway decides retries itself (idempotent_attempts,
+        # only for requests without a body), so each attempt is exactly one sending. aiohttp
+        # has no public switch for this; the attribute is one of the session's declared ones.
+        self.session._retry_connection = False
 
     def unavailable(self, why: str) -> Problem:
         return Problem(
@@ -150,6 +224,31 @@ class Upstream:
             headers={"Retry-After": str(max(1, self.breaker.retry_after()))},
             service=self.spec.name,
         )
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+# How the gateway's 503 details and /healthz name a failure to reach a service: the words
+# they have always used (httpx's exception names), whichever client library raised it. The
+# most specific first: aiohttp's timeouts are connection errors too, its connector errors OS
+# errors.
+_FAILURE_NAMES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, "ConnectTimeout"),
+    (aiohttp.ServerTimeoutError, "ReadTimeout"),
+    (aiohttp.ClientConnectorError, "ConnectError"),
+    ((aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError), "RemoteProtocolError"),
+    (aiohttp.ClientOSError, "ReadError"),  # a reset, most often while awaiting the answer
+    (aiohttp.ClientConnectionError, "NetworkError"),
+)
+
+
+def failure_name(exc: BaseException) -> str:
+    """A failure to reach a service, as the gateway reports it (see _FAILURE_NAMES)."""
+    for kind, name in _FAILURE_NAMES:
+        if isinstance(exc, kind):
+            return name
+    return type(exc).__name__
 
 
 class ServiceProxy:
@@ -173,62 +272,110 @@ class ServiceProxy:
 
         # Built before the breaker is asked: a request refused here must not take the one
         # half-open probe with it.
-        outgoing = httpx.Request(
-            scope["method"],
-            _target_url(upstream.base_url, scope),
-            headers=_forward_headers(scope, head, declared),
-            content=_limited(request, state.max_body_bytes) if has_body else None,
-            extensions={"timeout": upstream.timeouts},
-        )
+        method: str = scope["method"]
+        url = _target_url(upstream.base_url, scope)
+        headers = _forward_headers(scope, head, declared, upstream.host)
+        upload = _Upload(request, state.max_body_bytes, upstream.timeout) if has_body else None
         if not upstream.breaker.allow():
             raise upstream.unavailable("circuit open after repeated failures")
-        attempts = (
-            state.idempotent_attempts if (scope["method"] in IDEMPOTENT and not has_body) else 1
-        )
+        attempts = state.idempotent_attempts if (method in IDEMPOTENT and not has_body) else 1
         try:
-            response = await self._send(upstream, outgoing, attempts, state.max_body_bytes)
+            response = await self._send(
+                upstream, method, url, headers, upload, attempts, state.max_body_bytes
+            )
         except ClientDisconnect:
             # The caller hung up mid-upload: nobody to answer, and no fault of the service.
             log.info("caller went away during upload", extra={"service": self.spec.name})
             return
+        relayed = False
         try:
-            await _relay(response, receive, send)
+            relayed = await _relay(response, receive, send, upload)
         finally:
-            await response.aclose()
+            if relayed:
+                response.release()  # the connection goes back to the pool
+            else:
+                # Body left unread (the caller went away, or the service broke off): the
+                # connection cannot carry another request.
+                response.close()
 
     async def _send(
-        self, upstream: Upstream, outgoing: httpx.Request, attempts: int, max_body: int
-    ) -> httpx.Response:
+        self,
+        upstream: Upstream,
+        method: str,
+        url: URL,
+        headers: list[tuple[str, str]],
+        upload: _Upload | None,
+        attempts: int,
+        max_body: int,
+    ) -> aiohttp.ClientResponse:
         for attempt in range(1, attempts + 1):
             try:
-                response = await upstream.transport.handle_async_request(outgoing)
-            except BodyTooLarge:
-                upstream.breaker.release_probe()
-                raise Problem(413, _too_large(max_body)) from None
-            except httpx.TimeoutException as exc:
-                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) and attempt < attempts:
-                    continue
-                upstream.breaker.record_failure()
-                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-                    raise upstream.unavailable("connection timed out") from None
-                raise Problem(
-                    504,
-                    f"the {upstream.spec.name} service did not answer within "
-                    f"{upstream.timeout:g} s",
-                    service=upstream.spec.name,
-                ) from None
-            except _RETRYABLE as exc:
-                if attempt < attempts:
-                    log.info("retrying idempotent request", extra={"service": upstream.spec.name})
-                    continue
-                upstream.breaker.record_failure()
-                raise upstream.unavailable(f"not reachable: {type(exc).__name__}") from None
+                response = await _request(upstream.session, method, url, headers, upload)
+            except Exception as exc:
+                # aiohttp sends the body from a task of its own and reports anything that
+                # stopped it as a connection error; when the caller's body was what failed,
+                # that is the failure, not the service.
+                failure = exc if upload is None or upload.error is None else upload.error
+                _give_up_unless_retried(upstream, failure, attempt < attempts, max_body)
+                continue
             except BaseException:
                 upstream.breaker.release_probe()
                 raise
             upstream.breaker.record_success()
             return response
         raise AssertionError("unreachable: the loop returns or raises")
+
+
+async def _request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    headers: list[tuple[str, str]],
+    upload: _Upload | None,
+) -> aiohttp.ClientResponse:
+    """One sending of the request, up to the head of the service's answer."""
+    if upload is None:
+        return await session.request(method, url, headers=headers, allow_redirects=False)
+    async with asyncio.timeout(None) as stall:
+        upload.stall = stall
+        try:
+            return await session.request(
+                method, url, headers=headers, data=upload, allow_redirects=False
+            )
+        finally:
+            upload.stall = None
+
+
+def _give_up_unless_retried(
+    upstream: Upstream, failure: Exception, may_retry: bool, max_body: int
+) -> None:
+    """Returns if the request is to be sent again; else raises what the caller gets."""
+    if isinstance(failure, BodyTooLarge):
+        upstream.breaker.release_probe()
+        raise Problem(413, _too_large(max_body)) from None
+    if isinstance(failure, TimeoutError):  # aiohttp's, or the upload's stall
+        # Connecting (or waiting for a pooled connection) timed out: the service never saw
+        # the request, and an idempotent one may be tried again.
+        connecting = isinstance(failure, aiohttp.ConnectionTimeoutError)
+        if connecting and may_retry:
+            return
+        upstream.breaker.record_failure()
+        if connecting:
+            raise upstream.unavailable("connection timed out") from None
+        # A timed-out request may still be running at the service: never sent twice.
+        raise Problem(
+            504,
+            f"the {upstream.spec.name} service did not answer within {upstream.timeout:g} s",
+            service=upstream.spec.name,
+        ) from None
+    if isinstance(failure, _RETRYABLE):
+        if may_retry:
+            log.info("retrying idempotent request", extra={"service": upstream.spec.name})
+            return
+        upstream.breaker.record_failure()
+        raise upstream.unavailable(f"not reachable: {failure_name(failure)}") from None
+    upstream.breaker.release_probe()
+    raise failure
 
 
 class _RequestHead:
@@ -273,10 +420,59 @@ class _RequestHead:
         return int(length)
 
 
-async def _relay(response: httpx.Response, receive: Receive, send: Send) -> None:
-    """The service's response to the caller, chunk by chunk as it arrives."""
+class _Upload:
+    """The caller's request body as it arrives, for aiohttp to send (from a task of its own),
+    aborted once it passes ``limit`` (chunked uploads); and how it ended, since aiohttp
+    reports a body that failed as a connection error of its own.
+
+    It also times the service's side of the upload. aiohttp has no write timeout, and its
+    read timeout starts once the body is sent: a service that stops reading a large body
+    would hold the request for ever. So each chunk must be taken by the connection within the
+    service's timeout (``stall``, armed while aiohttp sends it), as httpx's write timeout
+    had it; the caller's own pace is not timed, as before.
+    """
+
+    __slots__ = ("_limit", "_request", "_seconds", "error", "finished", "stall")
+
+    def __init__(self, request: Request, limit: int, seconds: float) -> None:
+        self._request = request
+        self._limit = limit
+        self._seconds = seconds
+        self.error: Exception | None = None
+        # Set once the body is read to its end or has failed: until then its reads are the
+        # ones taking the caller's ASGI messages.
+        self.finished = asyncio.Event()
+        # The deadline of the request being sent, while it is being sent (ServiceProxy._send).
+        self.stall: asyncio.Timeout | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        seen = 0
+        try:
+            async for chunk in self._request.stream():
+                seen += len(chunk)
+                if seen > self._limit:
+                    raise BodyTooLarge
+                if chunk:
+                    if self.stall is not None:
+                        self.stall.reschedule(loop.time() + self._seconds)
+                    yield chunk  # aiohttp writes it, waiting while the connection is full
+                    if self.stall is not None:
+                        self.stall.reschedule(None)
+        except Exception as exc:  # BodyTooLarge, or ClientDisconnect: the caller hung up
+            self.error = exc
+            raise
+        finally:
+            self.finished.set()
+
+
+async def _relay(
+    response: aiohttp.ClientResponse, receive: Receive, send: Send, upload: _Upload | None
+) -> bool:
+    """The service's response to the caller, chunk by chunk as it arrives; whether all of it
+    was read from the service."""
     headers, length = _response_headers(response)
-    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
     # The chunk that completes a declared length goes out as the last one (no empty closing
     # message). Once the caller hangs up the server silently drops what we send, so relaying
     # alone would keep pulling from the service, for ever on an endless stream. Unless the
@@ -284,25 +480,30 @@ async def _relay(response: httpx.Response, receive: Receive, send: Send) -> None
     # service's connection when the response is closed).
     remaining = -1 if length is None else length
     small = 0 <= remaining <= _SMALL_BODY
-    caller_gone = None if small else asyncio.create_task(_disconnected(receive))
+    caller_gone = None if small else asyncio.create_task(_disconnected(receive, upload))
     complete = False
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             if caller_gone is not None and caller_gone.done():
                 log.info("caller went away during the response")
-                return
+                return False
             remaining -= len(chunk)
             complete = remaining == 0
             await send({"type": "http.response.body", "body": chunk, "more_body": not complete})
         if not complete:
             await send({"type": "http.response.body", "body": b""})
+        return True
     finally:
         if caller_gone is not None:
             caller_gone.cancel()
 
 
-async def _disconnected(receive: Receive) -> None:
-    # The request body is consumed by now; what is left to receive is the disconnect.
+async def _disconnected(receive: Receive, upload: _Upload | None) -> None:
+    # A service may answer before it has read the whole request body (RFC 9112 section 9.5),
+    # and aiohttp goes on sending it meanwhile: the caller's messages are the upload's until
+    # it ends. What is left to receive after that is the disconnect.
+    if upload is not None:
+        await upload.finished.wait()
     while (await receive())["type"] != "http.disconnect":
         pass
 
@@ -311,12 +512,15 @@ def _too_large(limit: int) -> str:
     return f"request body exceeds the gateway limit of {limit} bytes"
 
 
-def _target_url(base_url: str, scope: Scope) -> httpx.URL:
+def _target_url(base_url: str, scope: Scope) -> URL:
     """The service's URL for this request: the path and query exactly as the caller sent them.
 
     ASGI's ``path`` is percent-decoded, so "a%2Fb" would become "a/b" and "a%3Fb" a query;
-    the raw path keeps the caller's bytes. Dot segments are refused: httpx would resolve them,
-    and "/identity/../audit/x" would reach the service as a path other than the one routed.
+    the raw path keeps the caller's bytes. The URL is built as already encoded, so neither yarl
+    nor aiohttp re-encodes or normalises it (RFC 3986 section 6.2.2: "%7e" and "~" are the
+    same resource to a normaliser, not necessarily to the service). Dot segments are refused:
+    a normaliser would resolve them, and "/identity/../audit/x" would reach the service (or
+    anything on the way) as a path other than the one routed (RFC 3986 section 5.2.4).
     """
     if any(segment in (".", "..") for segment in scope["path"].split("/")):
         raise Problem(400, "the path contains a dot segment ('.' or '..'); send it resolved")
@@ -327,8 +531,8 @@ def _target_url(base_url: str, scope: Scope) -> httpx.URL:
         path = quote(scope["path"], safe=_PATH_SAFE.replace("%", ""))
     query = quote(scope["query_string"], safe=_QUERY_SAFE)
     try:
-        return httpx.URL(base_url + path + (f"?{query}" if query else ""))
-    except httpx.InvalidURL as exc:
+        return URL(base_url + path + (f"?{query}" if query else ""), encoded=True)
+    except ValueError as exc:
         raise Problem(400, f"the request target cannot be forwarded: {exc}") from None
 
 
@@ -343,37 +547,62 @@ def _connection_options(values: list[str]) -> frozenset[bytes]:
 
 
 def _forward_headers(
-    scope: Scope, head: _RequestHead, declared: int | None
-) -> list[tuple[bytes, bytes]]:
+    scope: Scope, head: _RequestHead, declared: int | None, host: str
+) -> list[tuple[str, str]]:
     skip = _REQUEST_SKIP
     if head.connection:
         skip = skip | _connection_options([v.decode("latin-1") for v in head.connection])
-    headers = [(k, v) for k, v in head.fields if k.lower() not in skip]
-    # RFC 9112 section 6.1: with Transfer-Encoding, a Content-Length is not to be trusted.
+    # aiohttp takes fields as text and writes them as UTF-8. A value that is UTF-8 (ASCII
+    # above all) so reaches the service byte for byte; other bytes (RFC 9110 section 5.5's
+    # obs-text, Latin-1 as a rule) it would rewrite, so such a request is refused rather
+    # than forwarded altered.
+    try:
+        headers = [("Host", host)]
+        headers += [
+            (k.decode("latin-1"), v.decode()) for k, v in head.fields if k.lower() not in skip
+        ]
+        forwarded_for = head.forwarded_for.decode() if head.forwarded_for else None
+        forwarded_host = head.host.decode() if head.host else None
+    except UnicodeDecodeError:
+        name = next(k for k, v in head.fields if not _is_utf8(v)).decode("latin-1")
+        raise Problem(
+            400, f"the {name} header field is not UTF-8 text; it cannot be forwarded unchanged"
+        ) from None
+    # RFC 9112 section 6.1: with Transfer-Encoding, a Content-Length is not to be trusted;
+    # aiohttp frames a body streamed without a length as chunked (and says so at the end).
+    # Without either, a method that anticipates content says it has none.
     if declared is not None and not head.chunked:
-        headers.append((b"content-length", str(declared).encode()))
+        headers.append(("content-length", str(declared)))
+    elif not head.chunked and scope["method"] in _CONTENT_METHODS:
+        headers.insert(1, ("Content-Length", "0"))
     client = scope.get("client")
-    peer = (client[0] if client else "unknown").encode()
-    headers.append(
-        (
-            b"x-forwarded-for",
-            head.forwarded_for + b", " + peer if head.forwarded_for else peer,
-        )
-    )
-    if head.host:
-        headers.append((b"x-forwarded-host", head.host))
-    headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+    peer = client[0] if client else "unknown"
+    headers.append(("x-forwarded-for", f"{forwarded_for}, {peer}" if forwarded_for else peer))
+    if forwarded_host:
+        headers.append(("x-forwarded-host", forwarded_host))
+    headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
     request_id = current_request_id()
     if request_id:
-        headers.append((b"x-request-id", request_id.encode()))
+        headers.append(("x-request-id", request_id))
     return headers
 
 
-def _response_headers(response: httpx.Response) -> tuple[list[tuple[bytes, bytes]], int | None]:
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _response_headers(
+    response: aiohttp.ClientResponse,
+) -> tuple[list[tuple[bytes, bytes]], int | None]:
     """The fields to relay, and the body length the service declared (if one plain number)."""
-    # Lowercased, as ASGI requires: the request-id middleware replaces "x-request-id" by exact
-    # name, and a service's "X-Request-ID" would otherwise reach the caller as a second id.
-    fields = [(k.lower(), v) for k, v in response.headers.raw]
+    # The service's bytes as received. Lowercased, as ASGI requires: the request-id middleware
+    # replaces "x-request-id" by exact name, and a service's "X-Request-ID" would otherwise
+    # reach the caller as a second id.
+    fields = [(k.lower(), v) for k, v in response.raw_headers]
     skip = _RESPONSE_SKIP
     connection = [v.decode("latin-1") for k, v in fields if k == b"connection"]
     if connection:
@@ -387,14 +616,3 @@ def _response_headers(response: httpx.Response) -> tuple[list[tuple[bytes, bytes
             length = int(value)
         relayed.append((name, value))
     return relayed, length
-
-
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The request body as it arrives, aborted once it passes ``limit`` (chunked uploads)."""
-    seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > limit:
-            raise BodyTooLarge
-        if chunk:
-            yield chunk
