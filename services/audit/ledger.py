@@ -7,7 +7,8 @@ whatever is queued into one transaction (group commit), so the cost of a durable
 shared by every entry that arrived meanwhile. Sequence numbers (the Merkle leaf indices) are
 reserved inside that transaction by one UPDATE of the ledger's head row (a row lock on
 PostgreSQL, the write lock on SQLite), so several ledger processes still build one gap-free
-sequence. The usual batch costs three round trips: reserve, insert, commit.
+sequence. On PostgreSQL the usual batch is one statement, one round trip (reserve and insert,
+committed on its own); elsewhere three: reserve, insert, commit.
 """
 
 from __future__ import annotations
@@ -102,63 +103,128 @@ class Ledger:
     async def _store(
         self, hashed: list[tuple[AuditRecord, bytes, bytes]], *, known_checked: bool
     ) -> list[Receipt]:
+        if not known_checked and self.db.engine.dialect.name == "postgresql":
+            return await self._store_in_one_statement(hashed)
         async with self.db.engine.begin() as conn:
             known = (
                 await _existing(conn, [r.entry_id for r, _, _ in hashed]) if known_checked else {}
             )
-            now = utcnow()
-            receipts: list[Receipt | None] = []
-            fresh: dict[str, int] = {}  # entry id -> position among the new rows
-            new: list[tuple[AuditRecord, bytes, bytes]] = []
-            for record, data, leaf in hashed:
-                if record.entry_id in known:
-                    seq, stored_leaf, at = known[record.entry_id]
-                    receipts.append(Receipt(record.entry_id, seq, stored_leaf, at, duplicate=True))
-                elif record.entry_id in fresh:  # the same entry twice in one batch
-                    receipts.append(None)
-                else:
-                    fresh[record.entry_id] = len(new)
-                    new.append((record, data, leaf))
-                    receipts.append(None)
-            if new:
+            batch = _Batch(hashed, known)
+            if batch.new:
                 # Lock the head and reserve the sequence numbers in one statement: from here to
                 # the commit this batch is the only appender (row lock / SQLite's write lock).
-                end = await conn.scalar(
-                    text("UPDATE audit_head SET size = size + :n WHERE id = 1 RETURNING size"),
-                    {"n": len(new)},
-                )
+                end = await conn.scalar(_RESERVE, {"n": len(batch.new)})
                 if end is None:
-                    raise RuntimeError("the ledger head row is missing (migration 0003)")
-                first_seq = int(end) - len(new)
+                    raise RuntimeError(_NO_HEAD)
+                first_seq = int(end) - len(batch.new)
                 await conn.execute(
                     AuditEntry.__table__.insert(),  # type: ignore[attr-defined]
                     [
                         {
                             "seq": first_seq + i,
                             "entry_id": record.entry_id,
-                            "recorded_at": now,
+                            "recorded_at": batch.now,
                             "record": data,
                             "leaf_hash": leaf,
                             "citizen": record.citizen,
                             "level": record.level,
                         }
-                        for i, (record, data, leaf) in enumerate(new)
+                        for i, (record, data, leaf) in enumerate(batch.new)
                     ],
                 )
-            result: list[Receipt] = []
-            answered: set[str] = set()
-            for (record, _, _), stored in zip(hashed, receipts, strict=True):
-                if stored is None:
-                    position = fresh[record.entry_id]
-                    stored = Receipt(  # noqa: PLW2901 - filling in the new entry's receipt
-                        record.entry_id,
-                        first_seq + position,
-                        new[position][2],
-                        now,
-                        duplicate=record.entry_id in answered,
-                    )
-                answered.add(record.entry_id)
-                result.append(stored)
+            else:
+                first_seq = 0
+        return batch.receipts(first_seq)
+
+    async def _store_in_one_statement(
+        self, hashed: list[tuple[AuditRecord, bytes, bytes]]
+    ) -> list[Receipt]:
+        """PostgreSQL: the reservation and the batch's rows in one statement, which is its own
+        transaction (autocommit): one round trip instead of four or more (BEGIN, reserve,
+        insert, COMMIT). The head's row lock is held from the UPDATE to the statement's commit,
+        as in the transaction it replaces; a duplicate entry id fails the whole statement,
+        reservation included, and the caller takes the checked path."""
+        batch = _Batch(hashed, {})
+        async with self.db.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            result = await autocommit.execute(
+                _APPEND_POSTGRESQL,
+                {
+                    "n": len(batch.new),
+                    "recorded_at": batch.now,
+                    "entry_ids": [record.entry_id for record, _, _ in batch.new],
+                    "records": [data for _, data, _ in batch.new],
+                    "leaves": [leaf for _, _, leaf in batch.new],
+                    "citizens": [record.citizen for record, _, _ in batch.new],
+                    "levels": [record.level for record, _, _ in batch.new],
+                },
+            )
+            seqs = sorted(int(row[0]) for row in result)
+        if len(seqs) != len(batch.new):
+            raise RuntimeError(_NO_HEAD)
+        return batch.receipts(seqs[0])
+
+
+_NO_HEAD = "the ledger head row is missing (migration 0003)"
+_RESERVE = text("UPDATE audit_head SET size = size + :n WHERE id = 1 RETURNING size")
+# Row i of the arrays (1-based ordinality) gets sequence number (new size - n + i - 1).
+_APPEND_POSTGRESQL = text(
+    """
+    WITH head AS (
+        UPDATE audit_head SET size = size + CAST(:n AS bigint) WHERE id = 1 RETURNING size
+    )
+    INSERT INTO audit_entries (seq, entry_id, recorded_at, record, leaf_hash, citizen, level)
+    SELECT head.size - CAST(:n AS bigint) + e.position - 1, e.entry_id,
+           CAST(:recorded_at AS timestamptz), e.record, e.leaf_hash, e.citizen, e.level
+    FROM head, unnest(
+        CAST(:entry_ids AS varchar[]), CAST(:records AS bytea[]), CAST(:leaves AS bytea[]),
+        CAST(:citizens AS varchar[]), CAST(:levels AS smallint[])
+    ) WITH ORDINALITY AS e(entry_id, record, leaf_hash, citizen, level, position)
+    RETURNING seq
+    """
+)
+
+
+class _Batch:
+    """A batch's entries sorted out: those stored before (``known``: id -> seq, leaf, time),
+    a repeat of an earlier one in the same batch, and the new ones to insert, in order."""
+
+    def __init__(
+        self,
+        hashed: list[tuple[AuditRecord, bytes, bytes]],
+        known: dict[str, tuple[int, bytes, datetime]],
+    ) -> None:
+        self.hashed = hashed
+        self.now = utcnow()
+        self.stored: list[Receipt | None] = []
+        self.fresh: dict[str, int] = {}  # entry id -> position among the new rows
+        self.new: list[tuple[AuditRecord, bytes, bytes]] = []
+        for record, data, leaf in hashed:
+            if record.entry_id in known:
+                seq, stored_leaf, at = known[record.entry_id]
+                self.stored.append(Receipt(record.entry_id, seq, stored_leaf, at, duplicate=True))
+            else:
+                if record.entry_id not in self.fresh:
+                    self.fresh[record.entry_id] = len(self.new)
+                    self.new.append((record, data, leaf))
+                self.stored.append(None)
+
+    def receipts(self, first_seq: int) -> list[Receipt]:
+        """Every entry's receipt, the new ones numbered from ``first_seq``."""
+        result: list[Receipt] = []
+        answered: set[str] = set()
+        for (record, _, _), stored in zip(self.hashed, self.stored, strict=True):
+            if stored is None:
+                position = self.fresh[record.entry_id]
+                stored = Receipt(  # noqa: PLW2901 - filling in the new entry's receipt
+                    record.entry_id,
+                    first_seq + position,
+                    self.new[position][2],
+                    self.now,
+                    duplicate=record.entry_id in answered,
+                )
+            answered.add(record.entry_id)
+            result.append(stored)
         return result
 
 
