@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from sqlalchemy import ColumnElement, Select, Table, and_, exists, false, not_, or_, select, true
@@ -164,10 +165,25 @@ def _prefix(value: str) -> tuple[str, str]:
 def _in_index(
     table: Any, resource_type: str, param: str, condition: ColumnElement[bool] | None
 ) -> Select[Any]:
-    where = [table.c.resource_type == resource_type, table.c.param == param]
+    where = [*_of_param(table, resource_type, param)]
     if condition is not None:
         where.append(condition)
     return select(table.c.resource_id).where(*where)
+
+
+# Conditions that take few values (a type, a parameter's name) on the process's own tables and
+# pooled aliases, built once each: an SQL expression is immutable, so every statement may share
+# one, and building them was a good part of a search's CPU. Bounded, in case of odd queries.
+@lru_cache(maxsize=8192)
+def _of_param(table: Any, resource_type: str, param: str) -> tuple[ColumnElement[bool], ...]:
+    """An index table's rows of one parameter of one resource type."""
+    return (table.c.resource_type == resource_type, table.c.param == param)
+
+
+@lru_cache(maxsize=4096)
+def equals(column: Any, value: Any) -> ColumnElement[bool]:
+    """``column == value``, built once per column and value (see _of_param)."""
+    return column == value  # type: ignore[no-any-return]
 
 
 # --- Values of each parameter type, as conditions on that type's index table ----------------

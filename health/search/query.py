@@ -41,6 +41,7 @@ from health.search.clauses import (
     Context,
     Restriction,
     bad,
+    equals,
     parameter_condition,
     selectivity,
     split_values,
@@ -364,13 +365,16 @@ def _sort_column(r: Any, resource_type: str, name: str, descending: bool) -> Any
     )
 
 
+_NOT_DELETED = RESOURCES.c.deleted == false()
+
+
 def _matching(
     spec: SearchSpec, resource_type: str, restrict: Restriction | None, *, columns: Sequence[Any]
 ) -> Select[Any]:
     r = RESOURCES
     query = select(*columns).where(
-        r.c.resource_type == resource_type,
-        r.c.deleted == false(),
+        equals(r.c.resource_type, resource_type),
+        _NOT_DELETED,
         *spec.conditions[resource_type],
     )
     if restrict is not None:
@@ -408,7 +412,7 @@ def _page_query(spec: SearchSpec, restrict: Restriction | None) -> Select[Any]:
                 citizen_column(r),
                 *page_keys,
             )
-            .join(ids, and_(r.c.resource_type == resource_type, r.c.id == ids.c.id))
+            .join(ids, and_(equals(r.c.resource_type, resource_type), r.c.id == ids.c.id))
             .order_by(*_directions(page_keys, spec.sort), ids.c.id)
         )
     # Several types: a union, sorted by the table columns only (checked by _parse_sort).

@@ -11,7 +11,8 @@ and reported in an OperationOutcome entry.
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar
+from functools import lru_cache
+from typing import Annotated, Any, ClassVar
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
@@ -24,7 +25,7 @@ from health.access import check_search
 from health.auditing import Touched, record_accesses
 from health.fhir.media import base_url, check_format, fhir_json
 from health.search.bundle import searchset
-from health.search.clauses import Restriction
+from health.search.clauses import Restriction, equals
 from health.search.query import SearchResult, search
 from health.store import service
 from services.kit.auth import require_token
@@ -67,14 +68,35 @@ async def restriction(session: ReadSessionDep, token: Token) -> Restriction | No
         consented, glass = await access.readable_patients(session, reader)
         keys = sorted(consented)
         client_id = token.client_id
-        return lambda r: or_(
-            r.c.author == client_id,
-            r.c.patient_key.is_(None),
-            r.c.patient_key.in_(keys),
-            r.c.patient_key.in_(glass),
+        return _once_per_table(
+            lambda r: or_(
+                equals(r.c.author, client_id),
+                _no_patient(r),
+                r.c.patient_key.in_(keys),
+                r.c.patient_key.in_(glass),
+            )
         )
     own = sorted(reader.patients)
-    return lambda r: or_(r.c.patient_key.is_(None), r.c.patient_key.in_(own))
+    return _once_per_table(lambda r: or_(_no_patient(r), r.c.patient_key.in_(own)))
+
+
+def _once_per_table(build: Restriction) -> Restriction:
+    """``build``, called once per resources table or alias of the search (the page's query,
+    its count and its includes all restrict the same table)."""
+    built: dict[int, Any] = {}
+
+    def restrict(r: Any) -> Any:
+        key = id(r)
+        if key not in built:
+            built[key] = (r, build(r))  # r kept: its id stays its own while the search runs
+        return built[key][1]
+
+    return restrict
+
+
+@lru_cache(maxsize=256)
+def _no_patient(r: Any) -> Any:
+    return r.c.patient_key.is_(None)
 
 
 Restrict = Annotated[Restriction | None, Depends(restriction)]
