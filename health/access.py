@@ -162,15 +162,17 @@ def security_labels(resource: dict[str, Any]) -> list[tuple[str | None, str]]:
 
 
 async def readable_patients(
-    session: AsyncSession, reader: Reader
+    session: AsyncSession, reader: Reader, *, only: str | None = None
 ) -> tuple[set[str], SelectOfScalar[str]]:
     """For a hospital's search: the patients whose records it may read because of their
     consent, and those it may read under break-glass (its own records it always reads).
+    ``only``: a search that can find the records of this one patient only (pinned to it):
+    only that patient's consents are read.
 
     The second is a query, for the search to run as a subquery of its own statements: a
     search then costs no round trip to the database for the grants."""
     client_id = reader.token.client_id
-    consented = await consent.consenting_patients(session, client_id=client_id)
+    consented = await consent.consenting_patients(session, client_id=client_id, patient_key=only)
     return consented, breakglass.granted_patients(client_id)
 
 

@@ -102,15 +102,32 @@ _CONSENTS_CONCERNING = select(_RESOURCES.c.patient_key, _RESOURCES.c.content).wh
 )
 
 
+# The same for one patient: a search pinned to a patient (health.search.pinning) needs only
+# that patient's decision, however many patients have consented to the hospital.
+_CONSENTS_OF_PATIENT_CONCERNING = _CONSENTS_CONCERNING.where(
+    _RESOURCES.c.patient_key == bindparam("patient_key")
+)
+
+
 async def consenting_patients(
-    session: AsyncSession, *, client_id: str, now: datetime | None = None
+    session: AsyncSession,
+    *,
+    client_id: str,
+    now: datetime | None = None,
+    patient_key: str | None = None,
 ) -> set[str]:
-    """The patients whose consents permit the hospital ``client_id`` now (ordinary records)."""
+    """The patients whose consents permit the hospital ``client_id`` now (ordinary records);
+    with ``patient_key``, that patient if they do (else none)."""
     connection = await session.connection()
-    rows = await connection.execute(_CONSENTS_CONCERNING, {"client_id": client_id})
+    if patient_key is None:
+        rows = await connection.execute(_CONSENTS_CONCERNING, {"client_id": client_id})
+    else:
+        rows = await connection.execute(
+            _CONSENTS_OF_PATIENT_CONCERNING, {"client_id": client_id, "patient_key": patient_key}
+        )
     by_patient: dict[str, list[dict[str, Any]]] = {}
-    for patient_key, content in rows:
-        by_patient.setdefault(patient_key, []).append(orjson.loads(content))
+    for patient, content in rows:
+        by_patient.setdefault(patient, []).append(orjson.loads(content))
     moment = now or datetime.now(UTC)
     return {
         patient

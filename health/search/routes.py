@@ -26,6 +26,7 @@ from health.auditing import Touched, record_accesses
 from health.fhir.media import base_url, check_format, fhir_json
 from health.search.bundle import searchset
 from health.search.clauses import Restriction, equals
+from health.search.pinning import pinned_patient
 from health.search.query import SearchResult, search
 from health.store import service
 from services.kit.auth import require_token
@@ -58,14 +59,18 @@ _FORM = "application/x-www-form-urlencoded"
 _MAX_FORM_BYTES = 64 * 1024
 
 
-async def restriction(session: ReadSessionDep, token: Token) -> Restriction | None:
+async def restriction(
+    session: ReadSessionDep, token: Token, request: Request
+) -> Restriction | None:
     """What of the store this token may see in search results, as one WHERE clause on the
     resources table (health.access): a hospital, what it wrote, records in no patient's
     compartment, and the patients who consented or whose glass it broke; a card holder, the
     compartments of their own Patient records. Chains, _has and includes obey it too."""
     reader = await access.reader_of(session, token)
     if reader.institution:
-        consented, glass = await access.readable_patients(session, reader)
+        consented, glass = await access.readable_patients(
+            session, reader, only=_only_patient(request)
+        )
         keys = sorted(consented)
         client_id = token.client_id
         return _once_per_table(
@@ -78,6 +83,19 @@ async def restriction(session: ReadSessionDep, token: Token) -> Restriction | No
         )
     own = sorted(reader.patients)
     return _once_per_table(lambda r: or_(_no_patient(r), r.c.patient_key.in_(own)))
+
+
+def _only_patient(request: Request) -> str | None:
+    """The one patient whose records a ``GET /fhir/{type}?...`` search can return, if it is
+    pinned to one (health.search.pinning) and reaches no other resources: no chain, no
+    ``_has``, no include (those may reach other patients' records, restricted too)."""
+    resource_type = request.path_params.get("resource_type")
+    if request.method != "GET" or not isinstance(resource_type, str):
+        return None
+    params = request.query_params.multi_items()
+    if any("." in key or key.startswith(("_has", "_include", "_revinclude")) for key, _ in params):
+        return None
+    return pinned_patient(resource_type, params)
 
 
 def _once_per_table(build: Restriction) -> Restriction:

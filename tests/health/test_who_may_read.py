@@ -316,3 +316,49 @@ async def test_a_consent_naming_no_hospital_opens_the_records_to_every_hospital(
     assert (await fhir.post("/fhir/Consent", json=deny, headers=app)).status_code == 201
     assert await sees("hospital-c") == (403, set())
     assert await sees("hospital-b") == (200, {urls["observation"]})
+
+
+async def test_a_search_pinned_to_a_patient_is_decided_by_that_patients_consent_alone(
+    fhir: httpx.AsyncClient,
+) -> None:
+    """``Observation?patient=X`` reads only X's consents (not every consent naming the
+    hospital), and decides exactly as the unpinned search does."""
+    urls = await _record(fhir)
+    writer = fhir_auth(client_id="hospital-a")
+    other = await fhir.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=writer)
+    assert other.status_code == 201, other.text
+    other_patient = f"Patient/{other.json()['id']}"
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "weight"},
+        "subject": {"reference": other_patient},
+    }
+    written = await fhir.post("/fhir/Observation", json=observation, headers=writer)
+    assert written.status_code == 201, written.text
+    app = person(purpose="mobile_app", scope="patient/*.rs patient/Consent.cru")
+    given = await fhir.post(
+        "/fhir/Consent", json=consent(urls["patient"], "hospital-b"), headers=app
+    )
+    assert given.status_code == 201, given.text
+
+    async def found(query: str) -> set[str]:
+        headers = fhir_auth(client_id="hospital-b")
+        response = await fhir.get(f"/fhir/Observation{query}", headers=headers)
+        assert response.status_code == 200, response.text
+        return {f"Observation/{e['resource']['id']}" for e in response.json().get("entry", [])}
+
+    consented_id = urls["patient"].split("/")[1]
+    assert await found(f"?patient={consented_id}") == {urls["observation"]}
+    assert await found(f"?subject={urls['patient']}") == {urls["observation"]}
+    assert await found(f"?patient={other.json()['id']}") == set()
+    assert await found("") == {urls["observation"]}
+    # An include reaches beyond the pinned patient: the search is restricted as a whole.
+    included = await fhir.get(
+        f"/fhir/Observation?patient={consented_id}&_include=Observation:subject",
+        headers=fhir_auth(client_id="hospital-b"),
+    )
+    assert {e["resource"]["resourceType"] for e in included.json()["entry"]} == {
+        "Observation",
+        "Patient",
+    }
