@@ -117,6 +117,15 @@ async def test_presettle_books_nothing_and_settle_books_the_same_split_once(
     assert totals is not None
     assert totals.pooled_paid_fen == split["pooled_fen"]
 
+    # The next bill's pre-settlement counts what this year has used already (the deductible
+    # is taken once) and the personal account as it is now: settling gives the same split.
+    second = bill("B-1002", *STAY)
+    previewed = await ss.post(f"{SETTLE}/preview", json=second, headers=counter_auth(LI))
+    assert previewed.status_code == 200, previewed.text
+    assert previewed.json()["deductible_fen"] == 0 < settled.json()["deductible_fen"]
+    booked = await ss.post(SETTLE, json=second, headers=counter_auth(LI))
+    assert booked.json()["split"] == previewed.json()["split"]
+
 
 async def test_the_same_bill_id_with_other_lines_is_a_conflict(
     ss: httpx.AsyncClient, ss_session: AsyncSession
