@@ -226,3 +226,53 @@ async def test_a_response_cut_off_mid_body_is_not_passed_off_as_complete(
                     await client.get("/fhir/Binary/b-1")
                 # The gateway itself carries on.
                 assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_service_that_stops_reading_an_upload_gets_504_in_its_timeout(
+    gateway_settings: MakeSettings,
+) -> None:
+    # The service accepts the connection and never reads: once the socket's buffers are full,
+    # the upload stalls. Each chunk must be taken within the service's timeout, else 504
+    # (the request may have reached the service: it is not sent again).
+    with _never_reading_server() as url:
+        settings = gateway_settings(
+            {"health": url}, upstream_timeouts={"health": 0.5}, max_body_bytes=64 * 1024 * 1024
+        )
+        async with serve_asgi(create_app(settings)) as client:
+            started = time.monotonic()
+            response = await client.post("/fhir/Binary", content=b"x" * (32 * 1024 * 1024))
+            elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["service"] == "health"
+    assert elapsed < 5
+
+
+@contextlib.contextmanager
+def _never_reading_server() -> Iterator[str]:
+    """A service that accepts connections and never reads from them."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.05)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in held:
+            connection.close()
+        listener.close()

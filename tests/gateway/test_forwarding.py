@@ -10,6 +10,7 @@ import asyncio
 import gzip
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -23,6 +24,7 @@ from tests.gateway.conftest import (
     RunningDouble,
     TokenIssuer,
     gateway_server,
+    http_ok,
     pattern,
     raw_upstream,
 )
@@ -500,3 +502,41 @@ async def test_a_malformed_content_length_gets_400(
     assert response.headers["content-type"] == PROBLEM
     assert "Content-Length" in response.json()["detail"]
     assert upstream.seen == []
+
+
+async def test_a_header_value_that_is_not_utf8_is_refused_not_rewritten(
+    gateway_settings: MakeSettings, upstream: RunningDouble
+) -> None:
+    # RFC 9110 section 5.5: obs-text (here Latin-1 "é") may only be passed on as it came; the
+    # gateway's client would rewrite it, so the request stops at the gateway with a reason.
+    async with serve_asgi(create_app(gateway_settings(routed(upstream)))) as client:
+        refused = await client.get(
+            "/fhir/Patient", headers={b"X-Note": "caf\xe9".encode("latin-1")}
+        )
+        plain = await client.get("/fhir/Patient", headers={b"X-Note": "caf\u00e9".encode()})
+    assert refused.status_code == 400
+    assert refused.headers["content-type"] == PROBLEM
+    assert "x-note" in refused.json()["detail"].lower()
+    assert plain.status_code == 200  # UTF-8 text crosses byte for byte
+    [seen] = upstream.seen
+    # The double reads header bytes as Latin-1: these are the UTF-8 bytes sent, unchanged.
+    assert seen.header("x-note") == "caf\u00e9".encode().decode("latin-1")
+
+
+async def test_expect_100_continue_is_forwarded_and_the_body_sent_without_waiting(
+    gateway_settings: MakeSettings,
+) -> None:
+    # RFC 9110 section 10.1.1 allows a client to send the body without waiting for 100
+    # Continue; a service that never sends one (this raw one does not) still gets the body.
+    with raw_upstream(lambda _: http_ok(b"stored")) as service:
+        settings = gateway_settings({"health": service.url}, upstream_timeouts={"health": 2.0})
+        async with serve_asgi(create_app(settings)) as client:
+            started = time.monotonic()
+            response = await client.post(
+                "/fhir/Binary", content=b"x" * 5000, headers={"Expect": "100-continue"}
+            )
+            elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert response.content == b"stored"
+    assert elapsed < 1.5
+    assert service.request_lines == [b"POST /fhir/Binary HTTP/1.1"]
