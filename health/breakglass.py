@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from functools import lru_cache
-from typing import Any
 
 from sqlalchemy import Column, DateTime, String
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from health.search.clauses import equals
 from services.kit.sqltypes import utc_column, utcnow
 
 # HL7 v3 ActReason (http://terminology.hl7.org/CodeSystem/v3-ActReason): "break the glass".
@@ -83,11 +82,6 @@ def granted_patients(client_id: str) -> SelectOfScalar[str]:
     query: a search runs it as a subquery of its own statements (no round trip of its own)."""
     # On the table's columns: built for every search, and ORM attributes cost more to build.
     grants = BreakGlassGrant.__table__.c  # type: ignore[attr-defined]
-    return select(grants.patient_key).where(_of_client(client_id), grants.expires_at > utcnow())
-
-
-@lru_cache(maxsize=1024)
-def _of_client(client_id: str) -> Any:
-    """The grants of one hospital, as a condition built once per hospital (see
-    granted_patients: built for every search)."""
-    return BreakGlassGrant.__table__.c.client_id == client_id  # type: ignore[attr-defined]
+    return select(grants.patient_key).where(
+        equals(grants.client_id, client_id), grants.expires_at > utcnow()
+    )

@@ -101,13 +101,12 @@ def _only_patient(request: Request) -> str | None:
 def _once_per_table(build: Restriction) -> Restriction:
     """``build``, called once per resources table or alias of the search (the page's query,
     its count and its includes all restrict the same table)."""
-    built: dict[int, Any] = {}
+    built: dict[Any, Any] = {}  # tables and aliases hash by identity
 
     def restrict(r: Any) -> Any:
-        key = id(r)
-        if key not in built:
-            built[key] = (r, build(r))  # r kept: its id stays its own while the search runs
-        return built[key][1]
+        if r not in built:
+            built[r] = build(r)
+        return built[r]
 
     return restrict
 

@@ -112,10 +112,8 @@ async def test_the_token_itself_is_named_first(redis: RedisConnection) -> None:
     assert await reason(revocations, checked) == "token revoked"
 
 
-async def test_a_check_is_one_redis_round_trip(
-    redis: RedisConnection, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    revocations = Revocations(redis)
+def _commands_sent(redis: RedisConnection, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the Redis commands sent from now on (each still goes to Redis)."""
     commands: list[str] = []
     execute: Callable[..., Awaitable[Any]] = redis.client.execute_command
 
@@ -124,6 +122,14 @@ async def test_a_check_is_one_redis_round_trip(
         return await execute(*args, **options)
 
     monkeypatch.setattr(redis.client, "execute_command", spy)
+    return commands
+
+
+async def test_a_check_is_one_redis_round_trip(
+    redis: RedisConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    revocations = Revocations(redis)
+    commands = _commands_sent(redis, monkeypatch)
     await revocations.check(await token(sid="s-1", card="C-1"))
     assert commands == ["MGET"]
 
@@ -136,14 +142,7 @@ async def test_concurrent_checks_share_round_trips_and_each_gets_its_own_answer(
     await revocations.revoke_token(tokens[3].jti, tokens[3].exp)
     await revocations.revoke_session("s-7", tokens[7].exp)
     await revocations.set_card_status("C-11", "suspended")
-    commands: list[str] = []
-    execute: Callable[..., Awaitable[Any]] = redis.client.execute_command
-
-    async def spy(*args: Any, **options: Any) -> Any:
-        commands.append(str(args[0]))
-        return await execute(*args, **options)
-
-    monkeypatch.setattr(redis.client, "execute_command", spy)
+    commands = _commands_sent(redis, monkeypatch)
 
     async def outcome(checked: AccessToken) -> str:
         try:
